@@ -1,0 +1,23 @@
+# junction — PGXS build.  make PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config with_llvm=no
+MODULE_big = junction
+OBJS = src/junction.o src/signature.o src/verify.o src/drain.o src/worker.o
+EXTENSION = junction
+DATA_built = src/junction--0.1.0.sql
+SHLIB_LINK = -lcurl -lcrypto
+PG_CPPFLAGS = -Isrc
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror=implicit-function-declaration
+
+# The regress suite, in order (test/run-tests.sh runs it on a throwaway cluster).
+REGRESS = setup verify
+REGRESS_OPTS = --use-existing
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# The install script is the concatenation of src/sql/*.sql in name order.
+src/junction--0.1.0.sql: $(sort $(wildcard src/sql/*.sql))
+	cat $^ > $@
+
+# Tests run in a database the worker serves (created by test/run-tests.sh).
+CONTRIB_TESTDB = junction_regress

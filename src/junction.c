@@ -1,0 +1,251 @@
+/*
+ * junction.c — module entry point: GUCs, shared memory, worker registration,
+ * and the commit-time wake-up of the workers.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "junction.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+PG_FUNCTION_INFO_V1(junction_wake_trigger);
+PG_FUNCTION_INFO_V1(junction_wake_at_commit);
+PG_FUNCTION_INFO_V1(junction_worker_state);
+
+char	   *junction_database = NULL;
+int			junction_workers = 1;
+int			junction_batch_size = 500;
+int			junction_poll_interval_ms = 1000;
+int			junction_inbox_retention_s = 7 * 24 * 3600;
+int			junction_signature_tolerance_s = 300;
+
+JunctionShared *junction_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Set when this transaction inserted into the inbox; the workers are woken at commit. */
+static bool wake_at_commit = false;
+static bool xact_callback_registered = false;
+
+/* Ask for our shared memory (PG15: from shmem_request_hook). */
+static void
+junction_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(JunctionShared)));
+}
+
+/* Attach to (or create) the shared state. */
+static void
+junction_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	junction_shared = ShmemInitStruct("junction", sizeof(JunctionShared), &found);
+	if (!found)
+	{
+		memset(junction_shared, 0, sizeof(JunctionShared));
+		SpinLockInit(&junction_shared->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Define the GUCs. */
+static void
+define_gucs(void)
+{
+	DefineCustomStringVariable("junction.database",
+							   "Database the junction background workers serve.",
+							   NULL, &junction_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("junction.workers",
+							"Number of junction background workers draining the inbox.",
+							"0 disables the workers; junction_process_inbox() still works.",
+							&junction_workers, 1, 0, JUNCTION_MAX_WORKERS,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("junction.batch_size",
+							"Inbox rows claimed per transaction by a worker.",
+							NULL, &junction_batch_size, 500, 1, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("junction.poll_interval",
+							"Longest a worker sleeps between inbox checks when not woken.",
+							NULL, &junction_poll_interval_ms, 1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("junction.inbox_retention",
+							"How long processed inbox rows are kept before deletion.",
+							"Quarantined rows are never deleted automatically. -1 keeps everything.",
+							&junction_inbox_retention_s, 7 * 24 * 3600, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("junction.signature_tolerance",
+							"Largest difference between svix-timestamp and the delivery's received_at.",
+							NULL, &junction_signature_tolerance_s, 300, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("junction");
+}
+
+/* Register the static background workers. */
+static void
+register_workers(void)
+{
+	int			i;
+
+	for (i = 0; i < junction_workers; i++)
+	{
+		BackgroundWorker w;
+
+		memset(&w, 0, sizeof(w));
+		w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		w.bgw_restart_time = 5;
+		snprintf(w.bgw_library_name, BGW_MAXLEN, "junction");
+		snprintf(w.bgw_function_name, BGW_MAXLEN, "junction_worker_main");
+		snprintf(w.bgw_name, BGW_MAXLEN, "junction worker %d", i);
+		snprintf(w.bgw_type, BGW_MAXLEN, "junction worker");
+		w.bgw_main_arg = Int32GetDatum(i);
+		RegisterBackgroundWorker(&w);
+	}
+}
+
+/* Module load: GUCs always; shared memory and workers only when preloaded. */
+void
+_PG_init(void)
+{
+	define_gucs();
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = junction_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = junction_shmem_startup;
+	if (!IsBinaryUpgrade)
+		register_workers();
+}
+
+/* Set the latch of every running worker. */
+void
+junction_wake_workers(void)
+{
+	int			i;
+
+	if (junction_shared == NULL)
+		return;
+	for (i = 0; i < JUNCTION_MAX_WORKERS; i++)
+	{
+		Latch	   *latch;
+
+		SpinLockAcquire(&junction_shared->mutex);
+		latch = junction_shared->worker[i].pid != 0 ? junction_shared->worker[i].latch : NULL;
+		SpinLockRelease(&junction_shared->mutex);
+		if (latch)
+			SetLatch(latch);
+	}
+}
+
+/* At commit, wake the workers if this transaction queued inbox work. */
+static void
+junction_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			if (wake_at_commit)
+			{
+				wake_at_commit = false;
+				junction_wake_workers();
+			}
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+		case XACT_EVENT_PARALLEL_ABORT:
+			/* a prepared transaction is found by the poll backstop */
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* Remember to wake the workers when the current transaction commits. */
+static void
+wake_workers_at_commit(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(junction_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+}
+
+/* Statement trigger on junction.inbox: any INSERT or COPY wakes the workers at commit. */
+Datum
+junction_wake_trigger(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("junction._wake_trigger() must be called as a trigger")));
+	wake_workers_at_commit();
+	return PointerGetDatum(NULL);
+}
+
+/* junction._wake_at_commit(): the same wake-up for SQL callers (e.g. replay). */
+Datum
+junction_wake_at_commit(PG_FUNCTION_ARGS)
+{
+	wake_workers_at_commit();
+	PG_RETURN_VOID();
+}
+
+/* junction._worker_state(): one row per worker slot in use. */
+Datum
+junction_worker_state(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (junction_shared == NULL)
+		PG_RETURN_VOID();
+	for (i = 0; i < JUNCTION_MAX_WORKERS; i++)
+	{
+		JunctionWorkerSlot s;
+		Datum		values[6];
+		bool		nulls[6] = {false};
+
+		SpinLockAcquire(&junction_shared->mutex);
+		s = junction_shared->worker[i];
+		SpinLockRelease(&junction_shared->mutex);
+		if (s.pid == 0)
+			continue;
+		values[0] = Int32GetDatum(i);
+		values[1] = Int32GetDatum(s.pid);
+		values[2] = TimestampTzGetDatum(s.started_at);
+		values[3] = TimestampTzGetDatum(s.heartbeat);
+		values[4] = Int64GetDatum((int64) s.processed);
+		values[5] = Int64GetDatum((int64) s.quarantined);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,69 @@
+/*
+ * junction.h — declarations shared by the extension's C files.
+ */
+#ifndef JUNCTION_H
+#define JUNCTION_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "utils/jsonb.h"
+
+#include "signature.h"
+
+#define JUNCTION_VERSION "0.1.0"
+#define JUNCTION_MAX_WORKERS 8
+
+/* GUCs (junction.c) */
+extern char *junction_database;
+extern int	junction_workers;
+extern int	junction_batch_size;
+extern int	junction_poll_interval_ms;
+extern int	junction_inbox_retention_s;
+extern int	junction_signature_tolerance_s;
+
+/* One background worker's slot in shared memory. */
+typedef struct JunctionWorkerSlot
+{
+	pid_t		pid;			/* 0 when not running */
+	Latch	   *latch;			/* the worker's PGPROC latch (in shared memory) */
+	TimestampTz started_at;
+	TimestampTz heartbeat;		/* last time round the main loop */
+	uint64		processed;		/* deliveries processed since start */
+	uint64		quarantined;	/* deliveries quarantined since start */
+} JunctionWorkerSlot;
+
+/* Shared state: only shareable things (pids, latch pointers, counters). */
+typedef struct JunctionShared
+{
+	slock_t		mutex;
+	JunctionWorkerSlot worker[JUNCTION_MAX_WORKERS];
+} JunctionShared;
+
+extern JunctionShared *junction_shared;
+
+/* junction.c */
+extern void junction_wake_workers(void);
+
+/* verify.c */
+extern void junction_headers_from_jsonb(Jsonb *headers, jx_sig_headers *out);
+extern int64 junction_unix_seconds(TimestampTz t);
+
+/* drain.c: one batch; returns rows handled (processed + quarantined), -1 if the extension is absent */
+typedef struct JunctionDrainResult
+{
+	int			claimed;
+	int			processed;
+	int			quarantined;
+	bool		no_secret;
+} JunctionDrainResult;
+extern JunctionDrainResult junction_drain_batch(int max_rows);
+extern void junction_drain_reset_plans(void);
+
+/* worker.c */
+extern PGDLLEXPORT void junction_worker_main(Datum arg);
+
+#endif							/* JUNCTION_H */

@@ -1,0 +1,44 @@
+-- The inbox: every delivery exactly as received, and the secrets it is verified with.
+
+CREATE TABLE junction.inbox (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    received_at  timestamptz NOT NULL DEFAULT now(),
+    headers      jsonb NOT NULL,
+    body         text NOT NULL,
+    status       text NOT NULL DEFAULT 'pending'
+                 CHECK (status IN ('pending', 'processed', 'quarantined')),
+    attempts     integer NOT NULL DEFAULT 0,
+    error        text,
+    sqlstate     text,
+    processed_at timestamptz
+);
+COMMENT ON TABLE junction.inbox IS
+  'raw webhook deliveries (headers as sent, body byte for byte); pending -> processed | quarantined';
+-- The worker's queue: only pending rows, in arrival order.
+CREATE INDEX inbox_pending ON junction.inbox (id) WHERE status = 'pending';
+-- Retention deletes processed rows by age.
+CREATE INDEX inbox_processed_at ON junction.inbox (processed_at) WHERE status = 'processed';
+
+CREATE TABLE junction.webhook_secrets (
+    secret      text PRIMARY KEY CHECK (secret <> ''),
+    description text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz
+);
+COMMENT ON TABLE junction.webhook_secrets IS
+  'Svix signing secrets (whsec_...); every row not past expires_at is tried (rotation). Superuser only.';
+
+
+-- A receiver stores a delivery with one call and can do nothing else.
+CREATE FUNCTION junction_receive(headers jsonb, body text)
+RETURNS bigint
+LANGUAGE sql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ INSERT INTO junction.inbox (headers, body) VALUES ($1, $2) RETURNING id $$;
+COMMENT ON FUNCTION junction_receive(jsonb, text) IS
+  'store one raw webhook delivery in junction.inbox and return its id';
+
+-- Only well-formed secrets may be stored (checked by the same C code that verifies).
+CREATE FUNCTION junction._secret_is_valid(secret text) RETURNS boolean
+AS 'MODULE_PATHNAME', 'junction_secret_is_valid' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+ALTER TABLE junction.webhook_secrets ADD CONSTRAINT webhook_secrets_secret_valid
+  CHECK (junction._secret_is_valid(secret));
