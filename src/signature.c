@@ -212,7 +212,11 @@ name_is(jx_bytes name, const char *lower)
 	return 1;
 }
 
-/* Note one header into out: svix-* beats webhook-* per header; empty = absent. */
+/*
+ * Note one header into out.  A svix-* header claims its slot even when empty
+ * (as svix does: an empty svix-id is missing, not a reason to read webhook-id);
+ * webhook-* fills a slot only when no svix-* header is present.
+ */
 void
 jx_pick_header(jx_bytes name, jx_bytes value, jx_sig_headers *out, unsigned *from_svix)
 {
@@ -224,23 +228,21 @@ jx_pick_header(jx_bytes name, jx_bytes value, jx_sig_headers *out, unsigned *fro
 	slot[0] = &out->id;
 	slot[1] = &out->timestamp;
 	slot[2] = &out->signature;
-	if (value.data == NULL || value.len == 0)
+	if (value.data == NULL)
 		return;
 	for (k = 0; k < 3; k++)
 	{
 		if (name_is(name, svix[k]))
 		{
-			/* the first non-empty svix-* value wins */
-			if (!(*from_svix & (1u << k)))
-			{
+			/* first svix-* wins; a later non-empty duplicate replaces an empty one */
+			if (!(*from_svix & (1u << k)) || slot[k]->len == 0)
 				*slot[k] = value;
-				*from_svix |= 1u << k;
-			}
+			*from_svix |= 1u << k;
 			return;
 		}
 		if (name_is(name, std[k]))
 		{
-			if (slot[k]->data == NULL)
+			if (!(*from_svix & (1u << k)) && (slot[k]->data == NULL || slot[k]->len == 0))
 				*slot[k] = value;
 			return;
 		}
