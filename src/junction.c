@@ -101,6 +101,7 @@ define_gucs(void)
 							"Largest difference between svix-timestamp and the delivery's received_at.",
 							NULL, &junction_signature_tolerance_s, 300, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	junction_http_define_gucs();
 	MarkGUCPrefixReserved("junction");
 }
 

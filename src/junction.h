@@ -10,6 +10,7 @@
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
+#include "lib/stringinfo.h"
 #include "utils/jsonb.h"
 
 #include "signature.h"
@@ -44,6 +45,15 @@ typedef struct JunctionShared
 } JunctionShared;
 
 extern JunctionShared *junction_shared;
+
+/* http.c */
+extern bool junction_auto_backfill;
+extern void junction_http_define_gucs(void);
+extern long junction_http_request(bool management, const char *method, const char *path,
+								  Jsonb *query, const char *req_body, StringInfo body);
+extern Jsonb *junction_parse_response(const char *method, const char *path, StringInfo body);
+extern void junction_raise_http_error(bool management, const char *method, const char *path,
+									  long status, StringInfo body);
 
 /* junction.c */
 extern void junction_wake_workers(void);

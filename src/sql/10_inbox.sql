@@ -37,8 +37,3 @@ AS $$ INSERT INTO junction.inbox (headers, body) VALUES ($1, $2) RETURNING id $$
 COMMENT ON FUNCTION junction_receive(jsonb, text) IS
   'store one raw webhook delivery in junction.inbox and return its id';
 
--- Only well-formed secrets may be stored (checked by the same C code that verifies).
-CREATE FUNCTION junction._secret_is_valid(secret text) RETURNS boolean
-AS 'MODULE_PATHNAME', 'junction_secret_is_valid' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-ALTER TABLE junction.webhook_secrets ADD CONSTRAINT webhook_secrets_secret_valid
-  CHECK (junction._secret_is_valid(secret));

@@ -1,44 +1,45 @@
 -- test/sql/deliveries.sql — a deterministic generator of realistic signed
 -- deliveries for the fault tests and benchmarks (psql: \i test/sql/deliveries.sql).
---   70% timeseries deliveries of 20 samples (heartrate, steps, glucose; buckets
---       overlap so some samples are re-sent with new values), 30% summaries
---       (activity, sleep, body; ids drawn from a pool so later versions update
---       earlier ones, updated_at increasing with i), and every 50th delivery a
---       redelivery of the previous message (same svix-id, same body).
+--   70% timeseries deliveries of 20 samples (heartrate, steps, glucose); delivery
+--       i+150 has the same user, resource and provider as i and a bucket starting
+--       10 minutes later, so half its samples re-send earlier keys with new values;
+--   30% summaries (activity, sleep, body); delivery i+1500 carries the same
+--       summary id for the same user with a later updated_at;
+--   every 50th delivery repeats the previous message (same svix-id, same body).
 -- jx_test_delivery(i, secret, ts) -> (svix_id, headers, body)
 
 CREATE OR REPLACE FUNCTION public.jx_test_body(i integer) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
 SELECT CASE
   WHEN i % 10 < 7 THEN
-    -- timeseries: user u, resource r, a 20-sample bucket starting at minute (i/3)*10
+    -- timeseries: user i%50, resource i%3, a 20-sample bucket starting at minute (i/150)*10
     json_build_object(
       'event_type', 'daily.data.' || (ARRAY['heartrate','steps','glucose'])[1 + i % 3] || '.created',
       'user_id', format('0190b2a0-0000-7000-8000-%s', lpad((i % 50)::text, 12, '0')),
       'client_user_id', 'client-' || (i % 50),
       'team_id', '0190b2a0-0000-7000-8000-00000000aaaa',
       'data', json_build_object(
-        'source', json_build_object('provider', (ARRAY['oura','apple_health_kit'])[1 + (i / 7) % 2],
+        'source', json_build_object('provider', (ARRAY['oura','apple_health_kit'])[1 + (i / 300) % 2],
                                     'type', 'watch', 'app_id', NULL, 'device_id', NULL),
         'data', (SELECT json_agg(json_build_object(
-                    'timestamp', to_char(timestamptz '2026-11-01 00:00+00' + make_interval(mins => (i / 30) * 10 + k), 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
-                    'start', to_char(timestamptz '2026-11-01 00:00+00' + make_interval(mins => (i / 30) * 10 + k), 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
-                    'end', to_char(timestamptz '2026-11-01 00:01+00' + make_interval(mins => (i / 30) * 10 + k), 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
+                    'timestamp', to_char(timestamptz '2026-11-01 00:00+00' + make_interval(mins => (i / 150) * 10 + k), 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
+                    'start', to_char(timestamptz '2026-11-01 00:00+00' + make_interval(mins => (i / 150) * 10 + k), 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
+                    'end', to_char(timestamptz '2026-11-01 00:01+00' + make_interval(mins => (i / 150) * 10 + k), 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
                     'timezone_offset', 3600, 'type', NULL,
                     'unit', (ARRAY['bpm','count','mmol/L'])[1 + i % 3],
                     'value', 50 + (i * 7 + k * 13) % 90) ORDER BY k)
                  FROM generate_series(0, 19) k)))::text
   ELSE
-    -- summary: one of 200 ids per resource; updated_at grows with i
+    -- summary: id (i/3)%500 of resource i%3 for user i%50; updated_at grows with i
     json_build_object(
       'event_type', 'daily.data.' || (ARRAY['activity','sleep','body'])[1 + i % 3] || (CASE WHEN i < 300 THEN '.created' ELSE '.updated' END),
       'user_id', format('0190b2a0-0000-7000-8000-%s', lpad((i % 50)::text, 12, '0')),
       'client_user_id', 'client-' || (i % 50),
       'team_id', '0190b2a0-0000-7000-8000-00000000aaaa',
       'data', json_build_object(
-        'id', format('0190b2a0-1111-7000-8000-%s', lpad(((i / 10) % 200)::text, 12, '0')),
+        'id', format('0190b2a0-1111-7000-8000-%s', lpad(((i / 3) % 500)::text, 12, '0')),
         'user_id', format('0190b2a0-0000-7000-8000-%s', lpad((i % 50)::text, 12, '0')),
-        'calendar_date', '2026-11-' || lpad((1 + (i / 10) % 28)::text, 2, '0'),
+        'calendar_date', '2026-11-' || lpad((1 + ((i / 3) % 500) % 28)::text, 2, '0'),
         'source', json_build_object('provider', 'oura', 'type', 'ring'),
         'steps', (i * 31) % 20000, 'calories_total', 1800 + i % 900, 'calories_active', 200 + i % 700,
         'distance', (i * 17) % 15000, 'low', 10, 'medium', 20, 'high', 5,

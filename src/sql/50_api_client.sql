@@ -1,0 +1,14 @@
+-- The Junction API client (C, src/http.c): every read and write of the REST API goes through here.
+
+CREATE FUNCTION junction_api(method text, path text, query jsonb DEFAULT NULL, body jsonb DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'junction_api' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION junction_api(text, text, jsonb, jsonb) IS
+  'call any Junction API endpoint (path like /v2/user/...; query and body as jsonb); errors on non-2xx';
+
+-- (status, body) without raising on HTTP statuses: for wrappers that treat some as answers.
+CREATE FUNCTION junction._api_request(management boolean, method text, path text,
+                                      query jsonb DEFAULT NULL, body jsonb DEFAULT NULL,
+                                      OUT status integer, OUT body jsonb)
+RETURNS record
+AS 'MODULE_PATHNAME', 'junction_api_request' LANGUAGE C VOLATILE;
