@@ -126,6 +126,21 @@ register_workers(void)
 		w.bgw_main_arg = Int32GetDatum(i);
 		RegisterBackgroundWorker(&w);
 	}
+	if (junction_workers > 0)
+	{
+		BackgroundWorker w;
+
+		memset(&w, 0, sizeof(w));
+		w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		w.bgw_restart_time = 5;
+		snprintf(w.bgw_library_name, BGW_MAXLEN, "junction");
+		snprintf(w.bgw_function_name, BGW_MAXLEN, "junction_worker_main");
+		snprintf(w.bgw_name, BGW_MAXLEN, "junction backfill");
+		snprintf(w.bgw_type, BGW_MAXLEN, "junction backfill");
+		w.bgw_main_arg = Int32GetDatum(JUNCTION_BACKFILL_SLOT);
+		RegisterBackgroundWorker(&w);
+	}
 }
 
 /* Module load: GUCs always; shared memory and workers only when preloaded. */
@@ -151,7 +166,7 @@ junction_wake_workers(void)
 
 	if (junction_shared == NULL)
 		return;
-	for (i = 0; i < JUNCTION_MAX_WORKERS; i++)
+	for (i = 0; i <= JUNCTION_MAX_WORKERS; i++)
 	{
 		Latch	   *latch;
 
@@ -229,11 +244,11 @@ junction_worker_state(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	if (junction_shared == NULL)
 		PG_RETURN_VOID();
-	for (i = 0; i < JUNCTION_MAX_WORKERS; i++)
+	for (i = 0; i <= JUNCTION_MAX_WORKERS; i++)
 	{
 		JunctionWorkerSlot s;
-		Datum		values[6];
-		bool		nulls[6] = {false};
+		Datum		values[7];
+		bool		nulls[7] = {false};
 
 		SpinLockAcquire(&junction_shared->mutex);
 		s = junction_shared->worker[i];
@@ -246,6 +261,7 @@ junction_worker_state(PG_FUNCTION_ARGS)
 		values[3] = TimestampTzGetDatum(s.heartbeat);
 		values[4] = Int64GetDatum((int64) s.processed);
 		values[5] = Int64GetDatum((int64) s.quarantined);
+		values[6] = CStringGetTextDatum(i == JUNCTION_BACKFILL_SLOT ? "backfill" : "inbox");
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	PG_RETURN_VOID();

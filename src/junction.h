@@ -17,6 +17,8 @@
 
 #define JUNCTION_VERSION "0.1.0"
 #define JUNCTION_MAX_WORKERS 8
+/* Slots 0..JUNCTION_MAX_WORKERS-1 drain the inbox; this extra one runs backfills. */
+#define JUNCTION_BACKFILL_SLOT JUNCTION_MAX_WORKERS
 
 /* GUCs (junction.c) */
 extern char *junction_database;
@@ -41,7 +43,7 @@ typedef struct JunctionWorkerSlot
 typedef struct JunctionShared
 {
 	slock_t		mutex;
-	JunctionWorkerSlot worker[JUNCTION_MAX_WORKERS];
+	JunctionWorkerSlot worker[JUNCTION_MAX_WORKERS + 1];
 } JunctionShared;
 
 extern JunctionShared *junction_shared;

@@ -6,6 +6,8 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -93,6 +95,155 @@ trim_inbox(void)
 	commit_tx();
 }
 
+/*
+ * The backfill worker's SQL (src/sql/60_api.sql): claim one due job (marking
+ * it running), run it (fetch + load + mark done), or record its failure.
+ * Jobs travel as jsonb so the C side does not depend on the column types.
+ */
+#define BACKFILL_CLAIM_SQL \
+	"SELECT to_jsonb(j)::text FROM junction._backfill_claim() j LIMIT 1"
+#define BACKFILL_JOB_COLUMNS \
+	"j(kind text, user_id uuid, provider text, resource text, start_date timestamptz, " \
+	"end_date timestamptz, workout_id uuid)"
+#define BACKFILL_RUN_SQL \
+	"SELECT junction._backfill_run(j.kind, j.user_id, j.provider, j.resource, j.start_date, " \
+	"j.end_date, j.workout_id) FROM jsonb_to_record($1::jsonb) AS " BACKFILL_JOB_COLUMNS
+#define BACKFILL_FAILED_SQL \
+	"SELECT junction._backfill_failed(j.kind, j.user_id, j.provider, j.resource, j.start_date, " \
+	"j.end_date, j.workout_id, $2, $3) FROM jsonb_to_record($1::jsonb) AS " BACKFILL_JOB_COLUMNS
+
+/* True when backfills can run here: enabled, a key set, the extension created. */
+static bool
+backfill_enabled(void)
+{
+	extern char *junction_api_key;
+
+	return junction_auto_backfill && junction_api_key != NULL && junction_api_key[0] != '\0' &&
+		OidIsValid(get_extension_oid("junction", true));
+}
+
+/* Claim one job in its own transaction; returns it as jsonb text, or NULL. */
+static char *
+backfill_claim(MemoryContext keep)
+{
+	char	   *job = NULL;
+
+	begin_tx("junction: claiming a backfill");
+	if (backfill_enabled())
+	{
+		SPI_connect();
+		if (SPI_execute(BACKFILL_CLAIM_SQL, false, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+			if (v)
+				job = MemoryContextStrdup(keep, v);
+		}
+		SPI_finish();
+	}
+	commit_tx();
+	return job;
+}
+
+/* Run one SQL statement with text arguments in its own transaction. */
+static void
+run_job_sql(const char *activity, const char *sql, int nargs, const char **args)
+{
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	int			i;
+
+	begin_tx(activity);
+	SPI_connect();
+	for (i = 0; i < nargs; i++)
+		values[i] = CStringGetTextDatum(args[i]);
+	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0) < 0)
+		elog(ERROR, "junction: backfill statement failed");
+	SPI_finish();
+	commit_tx();
+}
+
+/* Run a claimed job; on any error record it (retry later or failed) and go on. */
+static void
+backfill_run(const char *job)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		run_job_sql("junction: running a backfill", BACKFILL_RUN_SQL, 1, &job);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		const char *args[3];
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		if (edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN || ProcDiePending)
+			PG_RE_THROW();
+		args[0] = job;
+		args[1] = edata->message ? edata->message : "unknown error";
+		args[2] = unpack_sql_state(edata->sqlerrcode);
+		ereport(LOG, (errmsg("junction backfill failed: %s", args[1])));
+		run_job_sql("junction: recording a failed backfill", BACKFILL_FAILED_SQL, 3, args);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+/* Main loop of the backfill worker: one job at a time, outside any inbox transaction. */
+static void
+backfill_main(void)
+{
+	MemoryContext loop_cxt = AllocSetContextCreate(TopMemoryContext, "junction backfill",
+												   ALLOCSET_DEFAULT_SIZES);
+	bool		reset_done = false;
+
+	for (;;)
+	{
+		char	   *job;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		MemoryContextReset(loop_cxt);
+		heartbeat(0, 0);
+		job = NULL;
+		if (!reset_done)
+		{
+			/* jobs left running by a crash go back to pending */
+			begin_tx("junction: backfill start");
+			if (backfill_enabled())
+			{
+				SPI_connect();
+				SPI_execute("SELECT junction._backfill_reset_running()", false, 0);
+				SPI_finish();
+				reset_done = true;
+			}
+			commit_tx();
+		}
+		if (reset_done)
+			job = backfill_claim(loop_cxt);
+		if (job != NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+
+			backfill_run(job);
+			MemoryContextSwitchTo(old);
+			continue;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 junction_poll_interval_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
 /* Entry point of each junction background worker. */
 void
 junction_worker_main(Datum arg)
@@ -117,9 +268,12 @@ junction_worker_main(Datum arg)
 	before_shmem_exit(worker_cleanup, (Datum) 0);
 
 	BackgroundWorkerInitializeConnection(junction_database, NULL, 0);
+	if (my_slot == JUNCTION_BACKFILL_SLOT)
+	{
+		pgstat_report_appname("junction backfill");
+		backfill_main();
+	}
 	pgstat_report_appname("junction worker");
-	ereport(LOG, (errmsg("junction worker %d started, serving database \"%s\"",
-						 my_slot, junction_database)));
 
 	for (;;)
 	{

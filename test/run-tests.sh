@@ -10,7 +10,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${JX_WORK:-/tmp/junction-test.$$}
 PASSED=0; FAILED=0
 
-cleanup() { jx_cluster_stop; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
+cleanup() {
+    jx_cluster_stop
+    [ -n "${MOCK_PID:-}" ] && kill "$MOCK_PID" 2>/dev/null
+    [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 # Record one test program's outcome.
@@ -25,9 +29,18 @@ jx_build_install "$ROOT" || { echo "build failed"; echo "0 passed, 1 failed"; ex
 # 1. the stand-alone sanitizer harness for the pure-C signature code
 make -C "$ROOT/test" -s sigtest >/dev/null && "$ROOT/test/build/sigtest" "$ROOT/test/svix-vectors/vectors.tsv"
 record "sigtest (ASan/UBSan, svix vectors through the C core)" $?
+make -C "$ROOT/test" -s httptest >/dev/null && "$ROOT/test/build/httptest"
+record "httptest (ASan/UBSan, Retry-After parsing and backoff)" $?
+bash "$ROOT/test/mock_junction_selftest.sh" > "$WORK.mock-selftest.log" 2>&1
+rc=$?; record "mock Junction API self-test" $rc; [ $rc -eq 0 ] || tail -20 "$WORK.mock-selftest.log"; rm -f "$WORK.mock-selftest.log"
 
-# 2. pg_regress on a cluster whose worker serves the regress database
+# 2. pg_regress on a cluster whose worker serves the regress database, with the
+#    mock Junction API on a free 127.0.0.1 port (tests read it with \getenv)
 mkdir -p "$WORK"
+python3 "$ROOT/test/mock_junction.py" --port 0 --portfile "$WORK/mock.port" > "$WORK/mock.log" 2>&1 &
+MOCK_PID=$!
+for i in $(seq 1 50); do [ -s "$WORK/mock.port" ] && break; sleep 0.1; done
+export JUNCTION_MOCK_URL="http://127.0.0.1:$(cat "$WORK/mock.port")"
 jx_cluster_start "$WORK/pg" junction_regress
 make -C "$ROOT" -s PG_CONFIG=$PG_CONFIG with_llvm=no installcheck > "$WORK/regress.log" 2>&1
 rc=$?

@@ -36,7 +36,8 @@ COMMENT ON FUNCTION junction_replay(bigint[]) IS
 
 CREATE FUNCTION junction._worker_state(OUT slot integer, OUT pid integer,
                                        OUT started_at timestamptz, OUT heartbeat timestamptz,
-                                       OUT processed bigint, OUT quarantined bigint)
+                                       OUT processed bigint, OUT quarantined bigint,
+                                       OUT kind text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'junction_worker_state' LANGUAGE C VOLATILE;
 
@@ -47,6 +48,7 @@ SELECT q.pending,
        q.processed_last_minute,
        w.worker_pids,
        w.last_heartbeat,
+       w.backfill_pid,
        CASE
          WHEN NOT q.has_secret THEN
            'no webhook secret: INSERT INTO junction.webhook_secrets(secret) VALUES (''whsec_...'')'
@@ -68,7 +70,9 @@ FROM (SELECT (SELECT count(*) FROM junction.inbox WHERE status = 'pending') AS p
                AS processed_last_minute,
              EXISTS (SELECT FROM junction.webhook_secrets
                       WHERE expires_at IS NULL OR expires_at > now()) AS has_secret) q,
-     (SELECT array_agg(pid ORDER BY slot) AS worker_pids, max(heartbeat) AS last_heartbeat
+     (SELECT array_agg(pid ORDER BY slot) FILTER (WHERE kind = 'inbox') AS worker_pids,
+             max(heartbeat) FILTER (WHERE kind = 'inbox') AS last_heartbeat,
+             max(pid) FILTER (WHERE kind = 'backfill') AS backfill_pid
         FROM junction._worker_state()) w;
 COMMENT ON VIEW junction.status IS
   'inbox backlog, quarantine, throughput, worker pids and heartbeat, and why work is waiting';
