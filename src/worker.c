@@ -85,9 +85,8 @@ trim_inbox(void)
 	if (junction_inbox_retention_s < 0)
 		return;
 	snprintf(sql, sizeof(sql),
-			 "DELETE FROM junction.inbox WHERE id IN (SELECT id FROM junction.inbox "
-			 "WHERE status = 'processed' AND processed_at < now() - make_interval(secs => %d) "
-			 "LIMIT %d)", junction_inbox_retention_s, RETENTION_BATCH);
+			 "SELECT junction._trim_inbox(make_interval(secs => %d), %d)",
+			 junction_inbox_retention_s, RETENTION_BATCH);
 	begin_tx("junction: inbox retention");
 	SPI_connect();
 	SPI_execute(sql, false, 0);

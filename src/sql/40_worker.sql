@@ -85,3 +85,19 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Retention: processed rows older than retention go, a bounded batch at a time; quarantined rows stay.
+CREATE FUNCTION junction._trim_inbox(retention interval, max_rows integer DEFAULT 10000) RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+BEGIN
+    DELETE FROM junction.inbox WHERE id IN (
+        SELECT id FROM junction.inbox
+         WHERE status = 'processed' AND processed_at < now() - retention
+         ORDER BY processed_at LIMIT max_rows);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
