@@ -15,7 +15,7 @@ load_chunks junction_fault 0 "$N" &
 loader=$!
 kills=0
 while kill -0 $loader 2>/dev/null; do
-    sleep 0.$((3 + RANDOM % 5))
+    sleep 1.$((5 + RANDOM % 5))
     pid=$(psql -qXAt -d postgres -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'junction worker'" 2>/dev/null | head -1)
     if [ -n "$pid" ]; then kill -9 "$pid" 2>/dev/null && kills=$((kills+1)); wait_up; fi
 done

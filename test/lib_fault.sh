@@ -38,15 +38,15 @@ wait_up() {
     return 1
 }
 
-# Load deliveries [from, to) into db in chunks of 1000; each chunk commits with
+# Load deliveries [from, to) into db in chunks of 500; each chunk commits with
 # its marker row, so a chunk is loaded exactly once whatever crashes in between.
 load_chunks() {  # db, from, to
     local db=$1 from=$2 to=$3 k lo hi
-    for ((lo = from; lo < to; lo += 1000)); do
-        k=$((lo / 1000)); hi=$((lo + 999 < to - 1 ? lo + 999 : to - 1))
+    for ((lo = from; lo < to; lo += 500)); do
+        k=$((lo / 500)); hi=$((lo + 499 < to - 1 ? lo + 499 : to - 1))
         until psql -qXAt -d $db -v ON_ERROR_STOP=1 >/dev/null 2>&1 <<SQL
-SELECT 1 AS x FROM loaded WHERE chunk = $k \gset done_
-\if :{?done_x}
+SELECT count(*) > 0 AS done FROM loaded WHERE chunk = $k \gset
+\if :done
 \else
 BEGIN;
 INSERT INTO loaded VALUES ($k);

@@ -1,0 +1,578 @@
+-- Typing: accepted webhook messages -> junction.events and the typed tables, set-based.
+--
+-- The C drain verifies signatures and then calls junction._apply_deliveries(ids, svix_ids) once
+-- per batch (and once per row if the batch raises). Everything below runs a fixed number of
+-- statements per call: one INSERT per target table, never one per event or per sample.
+-- The _upsert_* functions are the one load path for typed rows: the REST loader (junction_sync)
+-- feeds them the same items, with a received_seq from junction._next_received_seq().
+--
+-- All functions run with TimeZone = UTC, so a timestamp without an offset suffix is read as UTC
+-- whatever the session's time zone.
+
+-- One parsed object to load: a summary, a timeseries group {source, data[]}, a connection, ...
+CREATE TYPE junction.typing_item AS (
+    received_seq bigint,       -- ordering key: the inbox id for webhooks
+    user_id      uuid,         -- Junction user id
+    resource     text,         -- event resource name: activity, steps, weight, device, ...
+    event_type   text,         -- the event type, or null for REST loads
+    received_at  timestamptz,  -- when we received it
+    obj          jsonb         -- the event's data object (or one element of a REST response)
+);
+COMMENT ON TYPE junction.typing_item IS
+  'one object for the junction._upsert_* functions: ordering key, user, resource, event type, receive time, data';
+
+-- Raise an error from inside an expression (used to validate rows set-based, without loops).
+CREATE FUNCTION junction._fail(code text, message text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = code, MESSAGE = message;
+END
+$$;
+COMMENT ON FUNCTION junction._fail(text, text) IS 'raise message with SQLSTATE code; never returns';
+
+-- The received_seq for rows loaded from the REST API: drawn from the inbox id sequence, so
+-- "later received" orders webhook and REST data alike.
+CREATE FUNCTION junction._next_received_seq()
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT nextval(pg_get_serial_sequence('junction.inbox', 'id')) $$;
+COMMENT ON FUNCTION junction._next_received_seq() IS
+  'a received_seq for REST loads, from the inbox id sequence (orders REST and webhook data together)';
+
+-- ---------------------------------------------------------------------------------------------
+-- Summaries: one generic upsert per summary table, generated from the registry and the catalog.
+-- Columns named like a field of the object are filled by jsonb_populate_record; nested ones come
+-- from resources.nested_fields; user_id, id, provider, source_*, data, received_seq are set here.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION junction._summary_upsert_sql(resource text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    res         junction.resources;
+    tbl         regclass;
+    id_type     text;
+    target_cols text;
+    select_cols text;
+    set_cols    text;
+BEGIN
+    SELECT * INTO res FROM junction.resources AS r WHERE r.name = resource AND r.kind = 'summary';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'not a summary resource: %', coalesce(quote_literal(resource), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    tbl := format('junction.%I', res.table_name)::regclass;
+    SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
+    FROM pg_attribute AS a WHERE a.attrelid = tbl AND a.attname = 'id';
+
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum),
+           string_agg(CASE a.attname
+                        WHEN 'user_id' THEN 'w.user_id'
+                        WHEN 'id' THEN 'w.id'
+                        WHEN 'provider' THEN
+                          'coalesce(w.obj #>> ''{source,provider}'', w.obj ->> ''source_provider'', '
+                          'CASE jsonb_typeof(w.obj -> ''provider'') WHEN ''string'' THEN w.obj ->> ''provider'' END, '
+                          'w.obj #>> ''{source,slug}'')'
+                        WHEN 'source_type' THEN
+                          'coalesce(w.obj #>> ''{source,type}'', w.obj ->> ''source_type'', ''unknown'')'
+                        WHEN 'source_app_id' THEN
+                          'coalesce(w.obj #>> ''{source,app_id}'', w.obj ->> ''source_app_id'')'
+                        WHEN 'source_device_id' THEN
+                          'coalesce(w.obj #>> ''{source,device_id}'', w.obj ->> ''source_device_id'')'
+                        WHEN 'data' THEN 'w.obj'
+                        WHEN 'received_seq' THEN 'w.received_seq'
+                        ELSE CASE
+                          WHEN NOT res.nested_fields ? a.attname THEN 'r.' || quote_ident(a.attname)
+                          WHEN a.atttypid = 'jsonb'::regtype THEN
+                            format('w.obj #> %L', p.path)
+                          ELSE
+                            format('(w.obj #>> %L)::%s', p.path, format_type(a.atttypid, a.atttypmod))
+                        END
+                      END, ', ' ORDER BY a.attnum),
+           string_agg(format('%1$I = excluded.%1$I', a.attname), ', ' ORDER BY a.attnum)
+             FILTER (WHERE a.attname NOT IN ('user_id', 'id'))
+      INTO target_cols, select_cols, set_cols
+    FROM pg_attribute AS a
+    CROSS JOIN LATERAL (
+        SELECT array_agg(x)::text AS path
+        FROM jsonb_array_elements_text(res.nested_fields -> a.attname) AS x
+    ) AS p
+    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+
+    -- Dedupe inside the batch on the winning order, then upsert guarded by the same order.
+    RETURN format($q$
+INSERT INTO %1$s AS t (%2$s)
+SELECT %3$s
+FROM (SELECT DISTINCT ON (i.user_id, (i.obj ->> %4$L)::%5$s)
+             i.received_seq, i.user_id, (i.obj ->> %4$L)::%5$s AS id, i.obj
+      FROM unnest($1) AS i
+      WHERE i.resource = $2
+      ORDER BY i.user_id, (i.obj ->> %4$L)::%5$s,
+               coalesce((i.obj ->> 'updated_at')::timestamptz, '-infinity') DESC,
+               i.received_seq DESC) AS w
+CROSS JOIN LATERAL jsonb_populate_record(NULL::%1$s, w.obj) AS r
+ON CONFLICT (user_id, id) DO UPDATE SET %6$s
+WHERE (coalesce(excluded.updated_at, '-infinity'), excluded.received_seq)
+    > (coalesce(t.updated_at, '-infinity'), t.received_seq)$q$,
+        tbl, target_cols, select_cols, res.id_field, id_type, set_cols);
+END
+$fn$;
+COMMENT ON FUNCTION junction._summary_upsert_sql(text) IS
+  'the INSERT ... ON CONFLICT statement that loads one summary resource ($1 typing_item[], $2 resource)';
+
+CREATE FUNCTION junction._upsert_summaries(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    res   text;
+    n     bigint;
+    total bigint := 0;
+BEGIN
+    FOR res IN SELECT DISTINCT i.resource FROM unnest(items) AS i ORDER BY 1 LOOP
+        -- one statement per summary table; _summary_upsert_sql rejects non-summary resources
+        EXECUTE junction._summary_upsert_sql(res) USING items, res;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+    END LOOP;
+    RETURN total;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_summaries(junction.typing_item[]) IS
+  'upsert summary objects (and devices) into their tables; newest updated_at wins, then the latest received';
+
+-- ---------------------------------------------------------------------------------------------
+-- Samples: every element of every group's data[] becomes one row of junction.samples.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION junction._upsert_samples(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    bad text;
+    n   bigint;
+BEGIN
+    SELECT coalesce(quote_literal(i.resource), 'NULL') INTO bad
+    FROM unnest(items) AS i
+    WHERE NOT EXISTS (SELECT FROM junction.resources AS r
+                      WHERE r.name = i.resource AND r.kind = 'timeseries')
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'not a timeseries resource: %', bad USING ERRCODE = '22023';
+    END IF;
+
+    INSERT INTO junction.samples AS t
+        (user_id, resource, provider, source_type, type, workout_id, time, time_end, value, unit,
+         timezone_offset, local_time, floating, extra, received_seq)
+    SELECT DISTINCT ON (s.user_id, s.time, s.resource, s.provider, s.source_type, s.type, s.workout_id)
+           s.user_id, s.resource, s.provider, s.source_type, s.type, s.workout_id, s.time, s.time_end,
+           s.value, s.unit, s.timezone_offset,
+           CASE WHEN s.floating THEN s.start_text::timestamp
+                ELSE (s.time AT TIME ZONE 'UTC') + s.timezone_offset * interval '1 second' END,
+           s.floating, s.extra, s.received_seq
+    FROM (
+        SELECT g.user_id, g.resource, g.provider, g.source_type, g.workout_id, g.floating,
+               g.received_seq, e.ord, ts.start_text,
+               coalesce(e.sample ->> 'type', '') AS type,
+               CASE WHEN g.floating THEN ts.start_text::timestamp AT TIME ZONE 'UTC'
+                    ELSE ts.start_text::timestamptz END AS time,
+               CASE WHEN g.floating THEN (e.sample ->> 'end')::timestamp AT TIME ZONE 'UTC'
+                    ELSE (e.sample ->> 'end')::timestamptz END AS time_end,
+               CASE WHEN g.value_kind <> 'number' THEN NULL
+                    WHEN jsonb_typeof(e.sample -> 'value') = 'number'
+                      THEN (e.sample ->> 'value')::double precision
+                    WHEN coalesce(jsonb_typeof(e.sample -> 'value'), 'null') = 'null' THEN NULL
+                    ELSE junction._fail('22P02', format('%s sample value %s is not a number',
+                                                        g.resource, e.sample -> 'value'))::double precision
+               END AS value,
+               e.sample ->> 'unit' AS unit,
+               (e.sample ->> 'timezone_offset')::integer AS timezone_offset,
+               CASE WHEN x.rest = '{}' THEN g.source_extra
+                    ELSE nullif(jsonb_strip_nulls(x.rest || coalesce(g.source_extra, '{}')), '{}')
+               END AS extra
+        FROM (
+            SELECT i.received_seq, i.user_id, i.resource, r.value_kind, i.obj,
+                   src.provider, src.source_type, src.workout_id, src.source_extra,
+                   -- floating time (junction-api.md 2.6): the offset suffix is meaningless for these
+                   src.provider IN ('abbott_libreview', 'freestyle_libre', 'freestyle_libre_ble') AS floating
+            FROM unnest(items) AS i
+            JOIN junction.resources AS r ON r.name = i.resource
+            CROSS JOIN LATERAL (
+                SELECT coalesce(i.obj #>> '{source,provider}', i.obj #>> '{source,slug}') AS provider,
+                       coalesce(i.obj #>> '{source,type}', 'unknown') AS source_type,
+                       coalesce((i.obj #>> '{source,workout_id}')::uuid,
+                                '00000000-0000-0000-0000-000000000000') AS workout_id,
+                       nullif(jsonb_strip_nulls(jsonb_build_object(
+                           'source_app_id', i.obj #> '{source,app_id}',
+                           'source_device_id', i.obj #> '{source,device_id}',
+                           'source_sport', i.obj #> '{source,sport}')), '{}') AS source_extra
+                OFFSET 0
+            ) AS src
+            OFFSET 0
+        ) AS g
+        CROSS JOIN LATERAL jsonb_array_elements(g.obj -> 'data') WITH ORDINALITY AS e(sample, ord)
+        -- the sample fields without a column of their own
+        CROSS JOIN LATERAL (
+            SELECT e.sample - CASE WHEN g.value_kind = 'number'
+                                   THEN '{id,timestamp,start,end,timezone_offset,type,unit,value}'::text[]
+                                   ELSE '{id,timestamp,start,end,timezone_offset,type,unit}'::text[] END AS rest
+            OFFSET 0
+        ) AS x
+        CROSS JOIN LATERAL (
+            SELECT coalesce(e.sample ->> 'start', e.sample ->> 'timestamp',
+                            junction._fail('23502', format('%s sample without timestamp: %s',
+                                                           g.resource, left(e.sample::text, 200))))
+                   AS start_text
+            OFFSET 0
+        ) AS ts
+    ) AS s
+    -- dedupe on the key, latest received first; time sorts before the text columns (cheaper), and
+    -- one fixed order makes concurrent drains lock rows in the same order
+    ORDER BY s.user_id, s.time, s.resource, s.provider, s.source_type, s.type, s.workout_id,
+             s.received_seq DESC, s.ord DESC
+    ON CONFLICT (user_id, resource, time, provider, source_type, type, workout_id) DO UPDATE
+    SET time_end = excluded.time_end, value = excluded.value, unit = excluded.unit,
+        timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
+        floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
+    WHERE excluded.received_seq > t.received_seq;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_samples(junction.typing_item[]) IS
+  'upsert timeseries groups ({source, data[]}) into junction.samples; the latest received wins per sample key';
+
+-- ---------------------------------------------------------------------------------------------
+-- Workout stream notifications, connections, backfills.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION junction._upsert_workout_streams(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO junction.workout_streams AS t
+        (user_id, workout_id, provider, source_type, provider_id, sport_id, sport_name, sport_slug,
+         notification, received_seq)
+    SELECT DISTINCT ON (i.user_id, (i.obj ->> 'workout_id')::uuid)
+           i.user_id, (i.obj ->> 'workout_id')::uuid,
+           coalesce(i.obj #>> '{source,provider}', i.obj #>> '{source,slug}'),
+           coalesce(i.obj #>> '{source,type}', 'unknown'),
+           i.obj ->> 'provider_id', (i.obj #>> '{sport,id}')::integer,
+           i.obj #>> '{sport,name}', i.obj #>> '{sport,slug}', i.obj, i.received_seq
+    FROM unnest(items) AS i
+    ORDER BY i.user_id, (i.obj ->> 'workout_id')::uuid, i.received_seq DESC
+    ON CONFLICT (user_id, workout_id) DO UPDATE
+    SET provider = excluded.provider, source_type = excluded.source_type,
+        provider_id = excluded.provider_id, sport_id = excluded.sport_id,
+        sport_name = excluded.sport_name, sport_slug = excluded.sport_slug,
+        notification = excluded.notification, received_seq = excluded.received_seq,
+        fetch_status = 'pending', fetch_error = NULL, attempts = 0, updated_at = now()
+    WHERE excluded.received_seq > t.received_seq;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_workout_streams(junction.typing_item[]) IS
+  'record workout stream notifications (fetch_status pending); the latest received wins per workout';
+
+-- status, error_* and data follow the latest event; external_user_id, resource_availability and
+-- connected_at follow the latest "connected" one. Items: webhook data (event_type says created or
+-- error) or REST connection objects (event_type null, status in the object).
+CREATE FUNCTION junction._upsert_connections(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    WITH item AS (
+        SELECT i.user_id, i.received_seq, i.received_at, i.obj,
+               coalesce(CASE jsonb_typeof(i.obj -> 'provider')
+                          WHEN 'object' THEN i.obj #>> '{provider,slug}'
+                          WHEN 'string' THEN i.obj ->> 'provider' END,
+                        i.obj #>> '{source,slug}', i.obj ->> 'slug') AS provider,
+               CASE i.event_type
+                 WHEN 'provider.connection.created' THEN 'connected'
+                 WHEN 'provider.connection.error' THEN 'error'
+                 ELSE i.obj ->> 'status' END AS status
+        FROM unnest(items) AS i
+    ), latest AS (
+        SELECT DISTINCT ON (user_id, provider) *
+        FROM item ORDER BY user_id, provider, received_seq DESC
+    ), latest_connected AS (
+        SELECT DISTINCT ON (user_id, provider) *
+        FROM item WHERE status = 'connected' ORDER BY user_id, provider, received_seq DESC
+    )
+    INSERT INTO junction.connections AS t
+        (user_id, provider, status, external_user_id, resource_availability, error_type,
+         error_message, error_details, connected_at, updated_at, received_seq, connected_seq, data)
+    SELECT l.user_id, l.provider, l.status,
+           c.obj ->> 'external_user_id', c.obj -> 'resource_availability',
+           CASE WHEN l.status <> 'connected'
+                THEN coalesce(l.obj ->> 'error_type', l.obj #>> '{error_details,error_type}') END,
+           CASE WHEN l.status <> 'connected'
+                THEN coalesce(l.obj ->> 'message', l.obj #>> '{error_details,error_message}',
+                              CASE jsonb_typeof(l.obj -> 'error_details')
+                                WHEN 'string' THEN l.obj ->> 'error_details' END) END,
+           CASE WHEN l.status <> 'connected' AND jsonb_typeof(l.obj -> 'error_details') = 'string'
+                THEN l.obj ->> 'error_details' END,
+           c.received_at, l.received_at, l.received_seq, c.received_seq, l.obj
+    FROM latest AS l
+    LEFT JOIN latest_connected AS c USING (user_id, provider)
+    ORDER BY l.user_id, l.provider
+    ON CONFLICT (user_id, provider) DO UPDATE
+    SET status        = CASE WHEN excluded.received_seq > t.received_seq THEN excluded.status ELSE t.status END,
+        error_type    = CASE WHEN excluded.received_seq > t.received_seq THEN excluded.error_type ELSE t.error_type END,
+        error_message = CASE WHEN excluded.received_seq > t.received_seq THEN excluded.error_message ELSE t.error_message END,
+        error_details = CASE WHEN excluded.received_seq > t.received_seq THEN excluded.error_details ELSE t.error_details END,
+        updated_at    = CASE WHEN excluded.received_seq > t.received_seq THEN excluded.updated_at ELSE t.updated_at END,
+        data          = CASE WHEN excluded.received_seq > t.received_seq THEN excluded.data ELSE t.data END,
+        received_seq  = greatest(excluded.received_seq, t.received_seq),
+        external_user_id = CASE WHEN excluded.connected_seq > coalesce(t.connected_seq, -1)
+                                THEN excluded.external_user_id ELSE t.external_user_id END,
+        resource_availability = CASE WHEN excluded.connected_seq > coalesce(t.connected_seq, -1)
+                                THEN excluded.resource_availability ELSE t.resource_availability END,
+        connected_at  = CASE WHEN excluded.connected_seq > coalesce(t.connected_seq, -1)
+                                THEN excluded.connected_at ELSE t.connected_at END,
+        connected_seq = greatest(excluded.connected_seq, t.connected_seq)
+    WHERE excluded.received_seq > t.received_seq
+       OR excluded.connected_seq > coalesce(t.connected_seq, -1);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_connections(junction.typing_item[]) IS
+  'upsert provider connections: status and error from the latest event, connection details from the latest connected one';
+
+CREATE FUNCTION junction._upsert_backfills(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO junction.backfills AS t
+        (user_id, provider, resource, start_date, end_date, completed_at, fetch_status,
+         attempts, updated_at, received_seq, data)
+    SELECT DISTINCT ON (i.user_id, p.provider, i.resource)
+           i.user_id, p.provider, i.resource,
+           (i.obj ->> 'start_date')::timestamptz, (i.obj ->> 'end_date')::timestamptz,
+           i.received_at, 'pending', 0, now(), i.received_seq, i.obj
+    FROM unnest(items) AS i
+    CROSS JOIN LATERAL (
+        SELECT coalesce(CASE jsonb_typeof(i.obj -> 'provider')
+                          WHEN 'object' THEN i.obj #>> '{provider,slug}'
+                          WHEN 'string' THEN i.obj ->> 'provider' END,
+                        i.obj #>> '{source,slug}') AS provider
+    ) AS p
+    ORDER BY i.user_id, p.provider, i.resource, i.received_seq DESC
+    ON CONFLICT (user_id, provider, resource) DO UPDATE
+    SET start_date = excluded.start_date, end_date = excluded.end_date,
+        completed_at = excluded.completed_at, fetch_status = 'pending', fetch_error = NULL,
+        rows_loaded = NULL, attempts = 0, updated_at = now(),
+        received_seq = excluded.received_seq, data = excluded.data
+    WHERE excluded.received_seq > t.received_seq;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_backfills(junction.typing_item[]) IS
+  'record completed historical pulls (fetch_status pending); the latest received wins per user, provider, resource';
+
+-- ---------------------------------------------------------------------------------------------
+-- The batch entry point called by the C drain.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION junction._apply_deliveries(ids bigint[], svix_ids text[])
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    accepted   integer;
+    summaries  junction.typing_item[];
+    timeseries junction.typing_item[];
+    streams    junction.typing_item[];
+    conns      junction.typing_item[];
+    backfills  junction.typing_item[];
+BEGIN
+    IF cardinality(ids) IS DISTINCT FROM cardinality(svix_ids) THEN
+        RAISE EXCEPTION '_apply_deliveries: % inbox ids but % svix ids',
+            coalesce(cardinality(ids), 0), coalesce(cardinality(svix_ids), 0)
+            USING ERRCODE = '22023';
+    END IF;
+    IF array_position(ids, NULL) IS NOT NULL OR array_position(svix_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION '_apply_deliveries: null inbox id or svix id' USING ERRCODE = '22004';
+    END IF;
+
+    -- Parse each body once, validate, classify, insert the events, and collect the new ones.
+    WITH delivery AS (
+        SELECT DISTINCT ON (d.svix_id) d.svix_id, d.inbox_id
+        FROM unnest(ids, svix_ids) AS d(inbox_id, svix_id)
+        ORDER BY d.svix_id, d.inbox_id
+    ), parsed AS MATERIALIZED (
+        SELECT d.svix_id, i.id AS inbox_id, i.received_at, i.body::jsonb AS payload
+        FROM delivery AS d
+        JOIN junction.inbox AS i ON i.id = d.inbox_id
+    ), classified AS MATERIALIZED (
+        SELECT p.svix_id, p.inbox_id, p.received_at, p.payload, e.event_type, k.family, k.resource,
+               u.user_id, u.team_id, p.payload ->> 'client_user_id' AS client_user_id, v.provider,
+               -- the object to type; validating it here raises for bad input before anything is typed
+               CASE
+                 WHEN k.family IS NULL THEN NULL
+                 WHEN coalesce(jsonb_typeof(x.data), 'null') = 'null' THEN
+                   junction._fail('23502', format('%s: missing data', e.event_type))::jsonb
+                 WHEN jsonb_typeof(x.data) <> 'object' THEN
+                   junction._fail('22023', format('%s: data must be an object, not %s',
+                                                  e.event_type, jsonb_typeof(x.data)))::jsonb
+                 WHEN r.id_field IS NOT NULL
+                      AND coalesce(jsonb_typeof(x.data -> r.id_field), 'null') = 'null' THEN
+                   junction._fail('23502', format('%s: missing data.%s', e.event_type, r.id_field))::jsonb
+                 WHEN k.family = 'timeseries'
+                      AND coalesce(jsonb_typeof(x.data -> 'data'), 'null') = 'null' THEN
+                   junction._fail('23502', format('%s: missing data.data (the samples)', e.event_type))::jsonb
+                 WHEN k.family = 'timeseries' AND jsonb_typeof(x.data -> 'data') <> 'array' THEN
+                   junction._fail('22023', format('%s: data.data must be an array, not %s',
+                                                  e.event_type, jsonb_typeof(x.data -> 'data')))::jsonb
+                 WHEN v.provider IS NULL THEN
+                   junction._fail('23502', format('%s: missing provider (data.%s)', e.event_type,
+                       CASE WHEN k.family IN ('connection', 'historical') OR k.resource = 'device'
+                            THEN 'provider' ELSE 'source.provider' END))::jsonb
+                 ELSE x.data
+               END AS obj
+        FROM parsed AS p
+        CROSS JOIN LATERAL (
+            SELECT CASE
+                     WHEN jsonb_typeof(p.payload) <> 'object' THEN
+                       junction._fail('22023', format('webhook body is a JSON %s, not an object',
+                                                      jsonb_typeof(p.payload)))
+                     WHEN coalesce(jsonb_typeof(p.payload -> 'event_type'), 'null') = 'null' THEN
+                       junction._fail('23502', 'webhook body has no event_type')
+                     WHEN jsonb_typeof(p.payload -> 'event_type') <> 'string' THEN
+                       junction._fail('22023', format('event_type must be a string, not %s',
+                                                      left((p.payload -> 'event_type')::text, 100)))
+                     WHEN length(p.payload ->> 'event_type') NOT BETWEEN 1 AND 255 THEN
+                       junction._fail('22001', format('event_type must be 1 to 255 characters, got %s',
+                                                      length(p.payload ->> 'event_type')))
+                     ELSE p.payload ->> 'event_type'
+                   END AS event_type,
+                   p.payload -> 'data' AS data
+            OFFSET 0
+        ) AS e
+        CROSS JOIN LATERAL (SELECT e.data AS data, string_to_array(e.event_type, '.') AS parts OFFSET 0) AS x
+        LEFT JOIN junction.resources AS r
+               ON cardinality(x.parts) >= 3
+              AND r.name = x.parts[cardinality(x.parts) - 1]
+              AND r.event_prefix = array_to_string(x.parts[1:cardinality(x.parts) - 2], '.')
+              AND x.parts[cardinality(x.parts)] IN ('created', 'updated')
+        CROSS JOIN LATERAL (
+            SELECT CASE
+                     WHEN r.kind IS NOT NULL THEN r.kind
+                     WHEN e.event_type ~ '^historical\.data\.[a-z0-9_]+\.created$' THEN 'historical'
+                     WHEN e.event_type IN ('provider.connection.created', 'provider.connection.error')
+                       THEN 'connection'
+                   END AS family,
+                   CASE WHEN cardinality(x.parts) >= 3 THEN x.parts[cardinality(x.parts) - 1] END AS resource
+            OFFSET 0
+        ) AS k
+        CROSS JOIN LATERAL (
+            SELECT coalesce(CASE jsonb_typeof(p.payload -> 'user_id')
+                              WHEN 'string' THEN p.payload ->> 'user_id' END,
+                            x.data ->> 'user_id') AS user_id,
+                   p.payload ->> 'team_id' AS team_id
+            OFFSET 0
+        ) AS ut
+        CROSS JOIN LATERAL (
+            SELECT CASE
+                     WHEN ut.user_id IS NULL THEN
+                       CASE WHEN k.family IS NOT NULL THEN
+                         junction._fail('23502', format('%s: missing user_id', e.event_type)) END
+                     WHEN ut.user_id !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
+                       junction._fail('22P02', format('%s: user_id %s is not a uuid', e.event_type,
+                                                      quote_literal(left(ut.user_id, 100))))
+                     ELSE ut.user_id
+                   END::uuid AS user_id,
+                   CASE
+                     WHEN ut.team_id IS NULL THEN NULL
+                     WHEN ut.team_id !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
+                       junction._fail('22P02', format('%s: team_id %s is not a uuid', e.event_type,
+                                                      quote_literal(left(ut.team_id, 100))))
+                     ELSE ut.team_id
+                   END::uuid AS team_id
+            OFFSET 0
+        ) AS u
+        CROSS JOIN LATERAL (
+            SELECT coalesce(x.data #>> '{source,provider}', x.data ->> 'source_provider',
+                            CASE jsonb_typeof(x.data -> 'provider')
+                              WHEN 'string' THEN x.data ->> 'provider'
+                              WHEN 'object' THEN x.data #>> '{provider,slug}' END,
+                            x.data #>> '{source,slug}') AS provider
+            OFFSET 0
+        ) AS v
+    ), inserted AS (
+        INSERT INTO junction.events AS ev
+            (svix_id, inbox_id, event_type, user_id, client_user_id, team_id, provider, resource,
+             received_at, payload)
+        SELECT c.svix_id, c.inbox_id, c.event_type, c.user_id, c.client_user_id, c.team_id,
+               c.provider, c.resource, c.received_at, c.payload
+        FROM classified AS c
+        ON CONFLICT (svix_id) DO NOTHING
+        RETURNING ev.svix_id
+    )
+    SELECT count(*),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'summary'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'timeseries'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'stream'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'connection'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'historical')
+      INTO accepted, summaries, timeseries, streams, conns, backfills
+    FROM (SELECT cl.inbox_id, cl.family,
+                 ROW(cl.inbox_id, cl.user_id, cl.resource, cl.event_type, cl.received_at, cl.obj)::junction.typing_item AS item
+          FROM classified AS cl
+          JOIN inserted AS ins ON ins.svix_id = cl.svix_id) AS c;
+
+    -- Type the new events: one statement per target table.
+    IF summaries IS NOT NULL THEN PERFORM junction._upsert_summaries(summaries); END IF;
+    IF timeseries IS NOT NULL THEN PERFORM junction._upsert_samples(timeseries); END IF;
+    IF streams IS NOT NULL THEN PERFORM junction._upsert_workout_streams(streams); END IF;
+    IF conns IS NOT NULL THEN PERFORM junction._upsert_connections(conns); END IF;
+    IF backfills IS NOT NULL THEN PERFORM junction._upsert_backfills(backfills); END IF;
+
+    UPDATE junction.inbox
+    SET status = 'processed', processed_at = now(), attempts = attempts + 1,
+        error = NULL, sqlstate = NULL
+    WHERE id = ANY (ids);
+
+    RETURN accepted;
+END
+$fn$;
+COMMENT ON FUNCTION junction._apply_deliveries(bigint[], text[]) IS
+  'accept verified inbox rows (ids with their svix ids): parse, record events, type new ones, mark processed; raises on bad input';
+
+REVOKE ALL ON FUNCTION junction._fail(text, text),
+                       junction._next_received_seq(),
+                       junction._summary_upsert_sql(text),
+                       junction._upsert_summaries(junction.typing_item[]),
+                       junction._upsert_samples(junction.typing_item[]),
+                       junction._upsert_workout_streams(junction.typing_item[]),
+                       junction._upsert_connections(junction.typing_item[]),
+                       junction._upsert_backfills(junction.typing_item[]),
+                       junction._apply_deliveries(bigint[], text[])
+    FROM PUBLIC;

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# bench_drain.sh — drain throughput of one background worker on the realistic
+# mix of test/sql/deliveries.sql (70% timeseries deliveries of 20 samples, 30%
+# summaries, 2% redeliveries), in deliveries/s and typed rows/s, printed beside
+# the ceiling measured in the same run: one set-based INSERT ... SELECT per
+# table typing the same, already-parsed JSON into the same tables (no
+# signature check, no dedupe, no version guard, no validation).
+# Target: worker >= 50% of the ceiling.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/test/cluster.sh"
+N=${N:-20000}
+W=/tmp/junction-bench-drain.$$
+trap 'jx_cluster_stop; rm -rf "$W"' EXIT
+[ -n "${JX_NO_INSTALL:-}" ] || { jx_install_deps; jx_build_install "$ROOT"; }
+mkdir -p "$W"
+JX_PORT=5447 jx_cluster_start "$W/pg" junction_bench "fsync = on"
+psql -qX -v ON_ERROR_STOP=1 >/dev/null <<SQL
+CREATE EXTENSION junction;
+INSERT INTO junction.webhook_secrets(secret) VALUES ('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw');
+\i $ROOT/test/sql/deliveries.sql
+CREATE TABLE d AS SELECT i, x.headers, x.body FROM generate_series(1, $N) i,
+  LATERAL jx_test_delivery(i, 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', extract(epoch FROM now())::bigint) x;
+CREATE TABLE parsed AS SELECT i, headers->>'svix-id' AS svix_id, body::jsonb AS j FROM d;
+CREATE FUNCTION truncate_typed() RETURNS void LANGUAGE plpgsql AS \$\$
+BEGIN
+  TRUNCATE junction.events, junction.samples, junction.activity, junction.sleep, junction.body, junction.inbox;
+END \$\$;
+-- the ceiling: one INSERT ... SELECT per table from the parsed JSON
+CREATE FUNCTION ceiling() RETURNS bigint LANGUAGE plpgsql AS \$\$
+DECLARE n bigint; total bigint := 0;
+BEGIN
+  INSERT INTO junction.events (svix_id, inbox_id, event_type, user_id, client_user_id, team_id, provider, resource, received_at, payload)
+  SELECT svix_id, i, j->>'event_type', (j->>'user_id')::uuid, j->>'client_user_id', (j->>'team_id')::uuid,
+         j#>>'{data,source,provider}', split_part(j->>'event_type', '.', 3), now(), j
+    FROM parsed ON CONFLICT DO NOTHING;
+  GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+  INSERT INTO junction.samples (user_id, resource, provider, source_type, time, time_end, value, unit, timezone_offset, received_seq)
+  SELECT (p.j->>'user_id')::uuid, split_part(p.j->>'event_type', '.', 3), p.j#>>'{data,source,provider}',
+         coalesce(p.j#>>'{data,source,type}', 'unknown'), coalesce(e->>'start', e->>'timestamp')::timestamptz,
+         (e->>'end')::timestamptz, (e->>'value')::float8, e->>'unit', (e->>'timezone_offset')::int, p.i
+    FROM parsed p, jsonb_array_elements(p.j#>'{data,data}') e
+   WHERE jsonb_typeof(p.j#>'{data,data}') = 'array'
+  ON CONFLICT DO NOTHING;
+  GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+  INSERT INTO junction.activity SELECT (jsonb_populate_record(NULL::junction.activity, (j->'data') || jsonb_build_object(
+      'provider', j#>>'{data,source,provider}', 'source_type', j#>>'{data,source,type}', 'data', j->'data', 'received_seq', i))).*
+    FROM parsed WHERE j->>'event_type' LIKE 'daily.data.activity.%' ON CONFLICT DO NOTHING;
+  GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+  INSERT INTO junction.sleep SELECT (jsonb_populate_record(NULL::junction.sleep, (j->'data') || jsonb_build_object(
+      'provider', j#>>'{data,source,provider}', 'source_type', j#>>'{data,source,type}', 'data', j->'data', 'received_seq', i))).*
+    FROM parsed WHERE j->>'event_type' LIKE 'daily.data.sleep.%' ON CONFLICT DO NOTHING;
+  GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+  INSERT INTO junction.body SELECT (jsonb_populate_record(NULL::junction.body, (j->'data') || jsonb_build_object(
+      'provider', j#>>'{data,source,provider}', 'source_type', j#>>'{data,source,type}', 'data', j->'data', 'received_seq', i))).*
+    FROM parsed WHERE j->>'event_type' LIKE 'daily.data.body.%' ON CONFLICT DO NOTHING;
+  GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
+  RETURN total;
+END \$\$;
+-- wait until the worker has drained everything; returns seconds since t0
+CREATE FUNCTION wait_drained(t0 timestamptz) RETURNS float8 LANGUAGE plpgsql AS \$\$
+BEGIN
+  LOOP
+    PERFORM 1 FROM junction.inbox WHERE status = 'pending' LIMIT 1;
+    IF NOT FOUND THEN RETURN extract(epoch FROM clock_timestamp() - t0); END IF;
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+END \$\$;
+CREATE FUNCTION typed_rows() RETURNS bigint LANGUAGE sql AS \$\$
+  SELECT (SELECT count(*) FROM junction.events) + (SELECT count(*) FROM junction.samples)
+       + (SELECT count(*) FROM junction.activity) + (SELECT count(*) FROM junction.sleep) + (SELECT count(*) FROM junction.body) \$\$;
+VACUUM ANALYZE d; VACUUM ANALYZE parsed;
+SQL
+
+run_ceiling() {
+    psql -qXAt <<'SQL'
+SELECT truncate_typed();
+CHECKPOINT;
+\set t0 `date +%s.%N`
+SELECT ceiling() \gset
+\set t1 `date +%s.%N`
+SELECT :ceiling || ' ' || round((:t1 - :t0)::numeric, 3);
+SQL
+}
+run_worker() {
+    psql -qXAt <<'SQL'
+SELECT truncate_typed();
+CHECKPOINT;
+INSERT INTO junction.inbox (headers, body) SELECT headers, body FROM d ORDER BY i;
+SELECT round(wait_drained(clock_timestamp())::numeric, 3) AS secs \gset
+SELECT typed_rows() || ' ' || :secs || ' ' || (SELECT count(*) FROM junction.inbox WHERE status = 'quarantined');
+SQL
+}
+run_worker >/dev/null   # warm-up: plans, caches
+best_c=0; best_w=0
+for r in 1 2 3; do
+    read -r crows csecs <<<"$(run_ceiling | tail -1)"
+    read -r wrows wsecs wq <<<"$(run_worker | tail -1)"
+    c=$(python3 -c "print(round($N/$csecs))"); w=$(python3 -c "print(round($N/$wsecs))")
+    echo "run $r: ceiling $c deliveries/s ($crows rows in ${csecs}s) | worker $w deliveries/s ($wrows rows in ${wsecs}s, $wq quarantined)"
+    [ "$c" -gt "$best_c" ] && { best_c=$c; best_crows=$(python3 -c "print(round($crows/$csecs))"); }
+    [ "$w" -gt "$best_w" ] && { best_w=$w; best_wrows=$(python3 -c "print(round($wrows/$wsecs))"); }
+done
+ratio=$(python3 -c "print(f'{$best_w/$best_c:.2f}')")
+echo "bench_drain: $N deliveries: worker $best_w deliveries/s ($best_wrows typed rows/s) vs ceiling $best_c deliveries/s ($best_crows rows/s) = $ratio (target >= 0.50)"
