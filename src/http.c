@@ -374,6 +374,11 @@ junction_http_request(bool management, const char *method, const char *path,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unsupported HTTP method \"%s\"", method),
 				 errhint("Use GET, POST, PUT, PATCH or DELETE.")));
+	if (req_body != NULL && strcmp(method, "GET") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a GET request takes no body"),
+				 errhint("Pass GET parameters as the query argument.")));
 	if (path[0] != '/' || strpbrk(path, "?# \t\r\n") != NULL || strstr(path, "..") != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
