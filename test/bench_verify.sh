@@ -9,7 +9,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-100000}
 WORK=/tmp/junction-bench-verify.$$
 trap 'jx_cluster_stop; rm -rf "$WORK"' EXIT
-jx_install_deps; jx_build_install "$ROOT"
+[ -n "${JX_NO_INSTALL:-}" ] || { jx_install_deps; jx_build_install "$ROOT"; }
 mkdir -p "$WORK"
 JX_PORT=5441 jx_cluster_start "$WORK/pg" junction_bench "junction.workers = 0"
 psql -qX -v ON_ERROR_STOP=1 <<SQL

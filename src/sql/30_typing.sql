@@ -556,7 +556,7 @@ BEGIN
     IF backfills IS NOT NULL THEN PERFORM junction._upsert_backfills(backfills); END IF;
 
     UPDATE junction.inbox
-    SET status = 'processed', processed_at = now(), attempts = attempts + 1,
+    SET status = 'processed', processed_at = clock_timestamp(), attempts = attempts + 1,
         error = NULL, sqlstate = NULL
     WHERE id = ANY (ids);
 
