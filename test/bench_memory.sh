@@ -46,6 +46,7 @@ for ((s = 50000; s < N; s += CHUNK)); do
 done
 wait_low 0
 end=$(mem); echo "after $N deliveries: $end ($((SECONDS - t0)) s)"
-a0=$(echo "$warm" | awk '{print $2}'); a1=$(echo "$end" | awk '{print $2}')
-echo "bench_memory: worker RssAnon ${a0} MB after 50,000 deliveries (anchor) -> ${a1} MB after $N: growth $((a1 - a0)) MB (target < 10 MB)"
+field() { echo "$1" | awk -v k="$2:" '{for (i = 1; i < NF; i++) if ($i == k) print $(i+1)}'; }
+a0=$(field "$warm" RssAnon); a1=$(field "$end" RssAnon); v0=$(field "$warm" VmRSS); v1=$(field "$end" VmRSS)
+echo "bench_memory: worker RssAnon ${a0} MB after 50,000 deliveries (anchor) -> ${a1} MB after $N: growth $((a1 - a0)) MB (VmRSS ${v0} -> ${v1} MB; target < 10 MB)"
 [ $((a1 - a0)) -lt 10 ]
