@@ -301,7 +301,7 @@ DECLARE
     n bigint;
 BEGIN
     WITH item AS (
-        SELECT i.user_id, i.received_seq, i.received_at, i.obj,
+        SELECT i.user_id, i.received_seq, i.received_at, i.obj, i.event_type,
                coalesce(CASE jsonb_typeof(i.obj -> 'provider')
                           WHEN 'object' THEN i.obj #>> '{provider,slug}'
                           WHEN 'string' THEN i.obj ->> 'provider' END,
@@ -315,8 +315,12 @@ BEGIN
         SELECT DISTINCT ON (user_id, provider) *
         FROM item ORDER BY user_id, provider, received_seq DESC
     ), latest_connected AS (
+        -- the latest version that speaks for external_user_id and resource_availability: a
+        -- provider.connection.created event, or a REST connection object (Junction's full view,
+        -- which carries them whatever the status)
         SELECT DISTINCT ON (user_id, provider) *
-        FROM item WHERE status = 'connected' ORDER BY user_id, provider, received_seq DESC
+        FROM item WHERE status = 'connected' OR event_type IS NULL
+        ORDER BY user_id, provider, received_seq DESC
     )
     INSERT INTO junction.connections AS t
         (user_id, provider, status, external_user_id, resource_availability, error_type,
@@ -331,7 +335,9 @@ BEGIN
                                 WHEN 'string' THEN l.obj ->> 'error_details' END) END,
            CASE WHEN l.status <> 'connected' AND jsonb_typeof(l.obj -> 'error_details') = 'string'
                 THEN l.obj ->> 'error_details' END,
-           c.received_at, l.received_at, l.received_seq, c.received_seq, l.obj
+           CASE WHEN c.event_type IS NULL AND c.obj ->> 'created_on' IS NOT NULL
+                THEN (c.obj ->> 'created_on')::timestamptz ELSE c.received_at END,
+           l.received_at, l.received_seq, c.received_seq, l.obj
     FROM latest AS l
     LEFT JOIN latest_connected AS c USING (user_id, provider)
     ORDER BY l.user_id, l.provider

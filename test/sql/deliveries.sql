@@ -6,7 +6,7 @@
 --   30% summaries (activity, sleep, body); delivery i+1500 carries the same
 --       summary id for the same user with a later updated_at;
 --   every 50th delivery repeats the previous message (same svix-id, same body).
--- jx_test_delivery(i, secret, ts) -> (svix_id, headers, body)
+-- jx_test_delivery(i, secret, ts) -> (svix_id, headers, body); output does not depend on TimeZone
 
 CREATE OR REPLACE FUNCTION public.jx_test_body(i integer) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
@@ -22,9 +22,9 @@ SELECT CASE
         'source', json_build_object('provider', (ARRAY['oura','apple_health_kit'])[1 + (i / 300) % 2],
                                     'type', 'watch', 'app_id', NULL, 'device_id', NULL),
         'data', (SELECT json_agg(json_build_object(
-                    'timestamp', to_char(timestamptz '2026-11-01 00:00+00' + make_interval(mins => (i / 150) * 10 + k), 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
-                    'start', to_char(timestamptz '2026-11-01 00:00+00' + make_interval(mins => (i / 150) * 10 + k), 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
-                    'end', to_char(timestamptz '2026-11-01 00:01+00' + make_interval(mins => (i / 150) * 10 + k), 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
+                    'timestamp', to_char((timestamptz '2026-11-01 00:00+00' + make_interval(mins => (i / 150) * 10 + k)) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
+                    'start', to_char((timestamptz '2026-11-01 00:00+00' + make_interval(mins => (i / 150) * 10 + k)) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
+                    'end', to_char((timestamptz '2026-11-01 00:01+00' + make_interval(mins => (i / 150) * 10 + k)) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
                     'timezone_offset', 3600, 'type', NULL,
                     'unit', (ARRAY['bpm','count','mmol/L'])[1 + i % 3],
                     'value', 50 + (i * 7 + k * 13) % 90) ORDER BY k)
@@ -48,7 +48,7 @@ SELECT CASE
         'score', 50 + i % 50, 'type', 'long_sleep', 'state', 'confirmed',
         'weight', 60 + (i % 300) / 10.0, 'fat', 20 + (i % 100) / 10.0,
         'created_at', '2026-11-01T00:00:00+00:00',
-        'updated_at', to_char(timestamptz '2026-11-01 00:00+00' + make_interval(secs => i), 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"')))::text
+        'updated_at', to_char((timestamptz '2026-11-01 00:00+00' + make_interval(secs => i)) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"')))::text
 END
 $$;
 
