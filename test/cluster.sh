@@ -48,6 +48,7 @@ cron.use_background_workers = on
 max_worker_processes = 32
 fsync = off
 log_min_messages = warning
+log_line_prefix = '%m [%p] %b: '
 $extra
 CONF
     (cd / && runuser -u postgres -- $PG_BIN/pg_ctl -D "$JX_DIR/data" -l "$JX_DIR/server.log" -w start >/dev/null)

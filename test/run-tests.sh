@@ -54,6 +54,12 @@ if [ $rc -ne 0 ]; then
 fi
 echo "regress: $((ntests - nfail)) of $ntests passed"
 
+# the workers idled quietly before CREATE EXTENSION and never logged an error
+# (a shutdown's "terminating background worker" is the only expected FATAL)
+worker_errors=$(grep -E 'junction (worker|backfill): (ERROR|FATAL|PANIC)' "$WORK/pg/server.log" | grep -v 'terminating background worker' || true)
+[ -z "$worker_errors" ]; record "no error logged by a junction worker during the regress suite" $?
+[ -z "$worker_errors" ] || echo "$worker_errors" | head -10
+
 # 3. fault and reliability programs (each prints its own checks; exit code decides)
 for t in "$ROOT"/test/fault_*.sh; do
     [ -e "$t" ] || continue
