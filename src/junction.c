@@ -105,7 +105,25 @@ define_gucs(void)
 	MarkGUCPrefixReserved("junction");
 }
 
-/* Register the static background workers. */
+/* Register one static background worker running junction_worker_main(slot). */
+static void
+register_worker(const char *name, const char *type, int slot)
+{
+	BackgroundWorker w;
+
+	memset(&w, 0, sizeof(w));
+	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	w.bgw_restart_time = 5;
+	snprintf(w.bgw_library_name, BGW_MAXLEN, "junction");
+	snprintf(w.bgw_function_name, BGW_MAXLEN, "junction_worker_main");
+	snprintf(w.bgw_name, BGW_MAXLEN, "%s", name);
+	snprintf(w.bgw_type, BGW_MAXLEN, "%s", type);
+	w.bgw_main_arg = Int32GetDatum(slot);
+	RegisterBackgroundWorker(&w);
+}
+
+/* Register the inbox workers and, with them, the backfill worker. */
 static void
 register_workers(void)
 {
@@ -113,34 +131,13 @@ register_workers(void)
 
 	for (i = 0; i < junction_workers; i++)
 	{
-		BackgroundWorker w;
+		char		name[BGW_MAXLEN];
 
-		memset(&w, 0, sizeof(w));
-		w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-		w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-		w.bgw_restart_time = 5;
-		snprintf(w.bgw_library_name, BGW_MAXLEN, "junction");
-		snprintf(w.bgw_function_name, BGW_MAXLEN, "junction_worker_main");
-		snprintf(w.bgw_name, BGW_MAXLEN, "junction worker %d", i);
-		snprintf(w.bgw_type, BGW_MAXLEN, "junction worker");
-		w.bgw_main_arg = Int32GetDatum(i);
-		RegisterBackgroundWorker(&w);
+		snprintf(name, sizeof(name), "junction worker %d", i);
+		register_worker(name, "junction worker", i);
 	}
 	if (junction_workers > 0)
-	{
-		BackgroundWorker w;
-
-		memset(&w, 0, sizeof(w));
-		w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-		w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-		w.bgw_restart_time = 5;
-		snprintf(w.bgw_library_name, BGW_MAXLEN, "junction");
-		snprintf(w.bgw_function_name, BGW_MAXLEN, "junction_worker_main");
-		snprintf(w.bgw_name, BGW_MAXLEN, "junction backfill");
-		snprintf(w.bgw_type, BGW_MAXLEN, "junction backfill");
-		w.bgw_main_arg = Int32GetDatum(JUNCTION_BACKFILL_SLOT);
-		RegisterBackgroundWorker(&w);
-	}
+		register_worker("junction backfill", "junction backfill", JUNCTION_BACKFILL_SLOT);
 }
 
 /* Module load: GUCs always; shared memory and workers only when preloaded. */
