@@ -226,9 +226,14 @@ verify_row(Claimed *row, HeapTuple tup, TupleDesc desc, const jx_keyset *ks)
 	jx_sig_result r;
 	jx_bytes	b;
 
+	Datum		headers_datum,
+				body_datum;
+
 	row->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-	headers = DatumGetJsonbP(SPI_getbinval(tup, desc, 2, &isnull));
-	body = DatumGetTextPP(SPI_getbinval(tup, desc, 3, &isnull));
+	headers_datum = SPI_getbinval(tup, desc, 2, &isnull);
+	body_datum = SPI_getbinval(tup, desc, 3, &isnull);
+	headers = DatumGetJsonbP(headers_datum);
+	body = DatumGetTextPP(body_datum);
 	received_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
 
 	junction_headers_from_jsonb(headers, &h);
@@ -243,6 +248,11 @@ verify_row(Claimed *row, HeapTuple tup, TupleDesc desc, const jx_keyset *ks)
 		row->error = psprintf("webhook signature check failed: %s", jx_sig_result_name(r));
 		strcpy(row->sqlstate, "28000");
 	}
+	/* detoasted copies live in the batch context: free them now, bodies can be megabytes */
+	if ((Pointer) body != DatumGetPointer(body_datum))
+		pfree(body);
+	if ((Pointer) headers != DatumGetPointer(headers_datum))
+		pfree(headers);
 }
 
 /* Claim and handle one batch.  Caller provides a transaction and snapshot. */
