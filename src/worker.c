@@ -182,7 +182,7 @@ backfill_run(const char *job)
 		FlushErrorState();
 		AbortOutOfAnyTransaction();
 		if (edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN || ProcDiePending)
-			PG_RE_THROW();
+			ReThrowError(edata);	/* the error stack was flushed: throw our copy */
 		args[0] = job;
 		args[1] = edata->message ? edata->message : "unknown error";
 		args[2] = unpack_sql_state(edata->sqlerrcode);
