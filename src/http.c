@@ -30,6 +30,7 @@
 
 PG_FUNCTION_INFO_V1(junction_api);
 PG_FUNCTION_INFO_V1(junction_api_request);
+PG_FUNCTION_INFO_V1(junction_api_base_url_of);
 
 /* Responses larger than this are refused (a Junction page is a few MB). */
 #define MAX_RESPONSE_BYTES (256 * 1024 * 1024)
@@ -656,4 +657,17 @@ junction_api_request(PG_FUNCTION_ARGS)
 	else
 		nulls[1] = true;
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}
+
+/* junction._api_base_url(management) -> the base URL requests would go to now */
+Datum
+junction_api_base_url_of(PG_FUNCTION_ARGS)
+{
+	bool		management = PG_GETARG_BOOL(0);
+
+	if (management)
+		PG_RETURN_TEXT_P(cstring_to_text((junction_management_base_url && *junction_management_base_url)
+										 ? junction_management_base_url
+										 : "https://api.management.junction.com"));
+	PG_RETURN_TEXT_P(cstring_to_text(data_base_url()));
 }

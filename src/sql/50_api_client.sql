@@ -12,3 +12,7 @@ CREATE FUNCTION junction._api_request(management boolean, method text, path text
                                       OUT status integer, OUT body jsonb)
 RETURNS record
 AS 'MODULE_PATHNAME', 'junction_api_request' LANGUAGE C VOLATILE;
+
+-- The base URL requests go to with the current settings (override, environment/region, key prefix).
+CREATE FUNCTION junction._api_base_url(management boolean DEFAULT false) RETURNS text
+AS 'MODULE_PATHNAME', 'junction_api_base_url_of' LANGUAGE C STABLE STRICT;
