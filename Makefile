@@ -1,6 +1,6 @@
 # junction — PGXS build.  make PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config with_llvm=no
 MODULE_big = junction
-OBJS = src/junction.o src/signature.o src/verify.o src/drain.o src/worker.o src/backoff.o src/http.o
+OBJS = src/junction.o src/signature.o src/verify.o src/drain.o src/worker.o src/backoff.o src/http.o src/samples.o
 EXTENSION = junction
 DATA_built = src/junction--0.1.0.sql
 SHLIB_LINK = -lcurl -lcrypto
@@ -8,7 +8,7 @@ PG_CPPFLAGS = -Isrc
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror=implicit-function-declaration
 
 # The regress suite, in order (test/run-tests.sh runs it on a throwaway cluster).
-REGRESS = setup verify verify_vectors inbox worker pipeline_typing webhooks api api_base_url ordering
+REGRESS = setup verify verify_vectors inbox worker pipeline_typing samples webhooks api api_base_url ordering
 REGRESS_OPTS = --use-existing
 
 PG_CONFIG ?= pg_config

@@ -151,6 +151,20 @@ COMMENT ON FUNCTION junction._upsert_summaries(junction.typing_item[]) IS
 -- ---------------------------------------------------------------------------------------------
 -- Samples: every element of every group's data[] becomes one row of junction.samples.
 -- ---------------------------------------------------------------------------------------------
+-- The samples of one timeseries group, typed (src/samples.c); the per-sample half of
+-- junction._upsert_samples. Reads timestamps in the session time zone: call it with TimeZone = UTC.
+CREATE FUNCTION junction._group_samples(grp jsonb, resource text, value_kind text, floating boolean,
+                                        source_extra jsonb,
+                                        OUT ord bigint, OUT type text, OUT "time" timestamptz,
+                                        OUT time_end timestamptz, OUT value double precision,
+                                        OUT unit text, OUT timezone_offset integer,
+                                        OUT local_time timestamp, OUT extra jsonb)
+RETURNS SETOF record
+LANGUAGE C STABLE
+AS 'MODULE_PATHNAME', 'junction_group_samples';
+COMMENT ON FUNCTION junction._group_samples(jsonb, text, text, boolean, jsonb) IS
+  'one typed row per element of grp->data (a timeseries group): ordinality, type, time, time_end, value, unit, timezone_offset, local_time, extra';
+
 CREATE FUNCTION junction._upsert_samples(items junction.typing_item[])
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -175,30 +189,11 @@ BEGIN
          timezone_offset, local_time, floating, extra, received_seq)
     SELECT DISTINCT ON (s.user_id, s.time, s.resource, s.provider, s.source_type, s.type, s.workout_id)
            s.user_id, s.resource, s.provider, s.source_type, s.type, s.workout_id, s.time, s.time_end,
-           s.value, s.unit, s.timezone_offset,
-           CASE WHEN s.floating THEN s.start_text::timestamp
-                ELSE (s.time AT TIME ZONE 'UTC') + s.timezone_offset * interval '1 second' END,
-           s.floating, s.extra, s.received_seq
+           s.value, s.unit, s.timezone_offset, s.local_time, s.floating, s.extra, s.received_seq
     FROM (
         SELECT g.user_id, g.resource, g.provider, g.source_type, g.workout_id, g.floating,
-               g.received_seq, e.ord, ts.start_text,
-               coalesce(e.sample ->> 'type', '') AS type,
-               CASE WHEN g.floating THEN ts.start_text::timestamp AT TIME ZONE 'UTC'
-                    ELSE ts.start_text::timestamptz END AS time,
-               CASE WHEN g.floating THEN (e.sample ->> 'end')::timestamp AT TIME ZONE 'UTC'
-                    ELSE (e.sample ->> 'end')::timestamptz END AS time_end,
-               CASE WHEN g.value_kind <> 'number' THEN NULL
-                    WHEN jsonb_typeof(e.sample -> 'value') = 'number'
-                      THEN (e.sample ->> 'value')::double precision
-                    WHEN coalesce(jsonb_typeof(e.sample -> 'value'), 'null') = 'null' THEN NULL
-                    ELSE junction._fail('22P02', format('%s sample value %s is not a number',
-                                                        g.resource, e.sample -> 'value'))::double precision
-               END AS value,
-               e.sample ->> 'unit' AS unit,
-               (e.sample ->> 'timezone_offset')::integer AS timezone_offset,
-               CASE WHEN x.rest = '{}' THEN g.source_extra
-                    ELSE nullif(jsonb_strip_nulls(x.rest || coalesce(g.source_extra, '{}')), '{}')
-               END AS extra
+               g.received_seq, e.ord, e.type, e.time, e.time_end, e.value, e.unit,
+               e.timezone_offset, e.local_time, e.extra
         FROM (
             SELECT i.received_seq, i.user_id, i.resource, r.value_kind, i.obj,
                    src.provider, src.source_type, src.workout_id, src.source_extra,
@@ -219,21 +214,9 @@ BEGIN
             ) AS src
             OFFSET 0
         ) AS g
-        CROSS JOIN LATERAL jsonb_array_elements(g.obj -> 'data') WITH ORDINALITY AS e(sample, ord)
-        -- the sample fields without a column of their own
-        CROSS JOIN LATERAL (
-            SELECT e.sample - CASE WHEN g.value_kind = 'number'
-                                   THEN '{id,timestamp,start,end,timezone_offset,type,unit,value}'::text[]
-                                   ELSE '{id,timestamp,start,end,timezone_offset,type,unit}'::text[] END AS rest
-            OFFSET 0
-        ) AS x
-        CROSS JOIN LATERAL (
-            SELECT coalesce(e.sample ->> 'start', e.sample ->> 'timestamp',
-                            junction._fail('23502', format('%s sample without timestamp: %s',
-                                                           g.resource, left(e.sample::text, 200))))
-                   AS start_text
-            OFFSET 0
-        ) AS ts
+        -- the samples of data[], typed in C (src/samples.c)
+        CROSS JOIN LATERAL junction._group_samples(g.obj, g.resource, g.value_kind, g.floating,
+                                                   g.source_extra) AS e
     ) AS s
     -- dedupe on the key, latest received first; time sorts before the text columns (cheaper), and
     -- one fixed order makes concurrent drains lock rows in the same order

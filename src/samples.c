@@ -1,0 +1,310 @@
+/*
+ * samples.c — junction._group_samples(): the samples of one timeseries group {source, data[]},
+ * one row per element of data[], typed.
+ *
+ * This is the per-sample half of junction._upsert_samples (the group-level fields, the dedupe
+ * and the INSERT ... ON CONFLICT stay in SQL). It walks the group's jsonb once and reads each
+ * sample's keys by binary search in its container, instead of a dozen jsonb operators per
+ * sample; webhooks and junction_sync both load through it. The rules, and the error for each
+ * bad input, are those of the SQL it replaced:
+ *
+ *   type            sample ->> 'type', else ''
+ *   time            sample ->> 'start', else ->> 'timestamp' (missing: 23502);
+ *                   timestamptz, or for floating-time groups the wall clock read as UTC
+ *   time_end        sample ->> 'end', the same way
+ *   value           a JSON number as float8 when value_kind = 'number'; JSON null or missing:
+ *                   null; anything else: 22P02
+ *   unit            sample ->> 'unit'
+ *   timezone_offset (sample ->> 'timezone_offset')::integer
+ *   local_time      floating: the wall clock; else time at UTC + timezone_offset seconds
+ *   extra           the keys without a column of their own, plus the group's source extras,
+ *                   nulls stripped; null when that is empty
+ *
+ * Runs with TimeZone = UTC (set by junction._upsert_samples), so a timestamp without an offset
+ * suffix is read as UTC.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "datatype/timestamp.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+PG_FUNCTION_INFO_V1(junction_group_samples);
+
+#define NCOLS 9
+
+/* The sample keys that have a column of their own (value only for numeric resources). */
+static const char *const column_keys[] = {
+	"id", "timestamp", "start", "end", "timezone_offset", "type", "unit", "value"
+};
+
+/* sample ->> key as a C string (NULL for a missing key or JSON null), as the ->> operator reads it. */
+static char *
+jbv_cstring(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return NULL;
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+		case jbvBool:
+			return pstrdup(v->val.boolean ? "true" : "false");
+		case jbvBinary:
+			return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+		default:
+			elog(ERROR, "unexpected jsonb value type %d", (int) v->type);
+	}
+	return NULL;				/* not reached */
+}
+
+/* The jsonb text of one value (sample -> key), for error messages. */
+static char *
+jbv_json_text(JsonbValue *v)
+{
+	if (v->type == jbvBinary)
+		return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+	return JsonbToCString(NULL, &JsonbValueToJsonb(v)->root, 0);
+}
+
+static bool
+get_key(JsonbContainer *obj, const char *key, JsonbValue *out)
+{
+	return getKeyJsonValueFromContainer(obj, key, strlen(key), out) != NULL;
+}
+
+/* sample ->> key, NULL when missing or JSON null. */
+static char *
+get_text(JsonbContainer *obj, const char *key)
+{
+	JsonbValue	v;
+
+	if (!get_key(obj, key, &v))
+		return NULL;
+	return jbv_cstring(&v);
+}
+
+/* A sample time: timestamptz, or the wall clock read as UTC for floating-time groups. */
+static Timestamp
+parse_time(const char *s, bool floating)
+{
+	if (floating)
+		return DatumGetTimestamp(DirectFunctionCall3(timestamp_in, CStringGetDatum(s),
+													 ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+	return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
+												   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+}
+
+/* The sample as text (left(sample::text, 200)), for the missing-timestamp error. */
+static char *
+sample_head(JsonbValue *sample)
+{
+	char	   *s = jbv_json_text(sample);
+	int			len = pg_mbcharcliplen(s, strlen(s), 200);
+
+	s[len] = '\0';
+	return s;
+}
+
+Datum
+junction_group_samples(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Jsonb	   *grp;
+	char	   *resource;
+	bool		numeric_kind;
+	bool		floating;
+	Jsonb	   *source_extra;
+	JsonbValue	data;
+	JsonbIterator *it;
+	JsonbValue	elem;
+	JsonbIteratorToken tok;
+	int64		ord = 0;
+	int			nremovable;
+	ArrayType  *removable = NULL;
+	MemoryContext outer = CurrentMemoryContext;
+	MemoryContext tmp;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	grp = PG_GETARG_JSONB_P(0);
+	resource = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	numeric_kind = !PG_ARGISNULL(2) && strcmp(text_to_cstring(PG_GETARG_TEXT_PP(2)), "number") == 0;
+	floating = !PG_ARGISNULL(3) && PG_GETARG_BOOL(3);
+	source_extra = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+	nremovable = numeric_kind ? 8 : 7;
+
+	/* grp -> 'data': nothing for a non-object group or a missing key, as jsonb_array_elements(NULL) */
+	if (!JB_ROOT_IS_OBJECT(grp) || !get_key(&grp->root, "data", &data))
+		PG_RETURN_NULL();
+	if (data.type != jbvBinary || !JsonContainerIsArray(data.val.binary.data) ||
+		JsonContainerIsScalar(data.val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot extract elements from %s",
+						(data.type == jbvBinary && JsonContainerIsObject(data.val.binary.data))
+						? "an object" : "a scalar")));
+
+	/* each sample's scratch memory is freed once its row is in the tuplestore */
+	tmp = AllocSetContextCreate(outer, "junction group samples", ALLOCSET_DEFAULT_SIZES);
+	it = JsonbIteratorInit(data.val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &elem, true)) != WJB_DONE)
+	{
+		Datum		values[NCOLS];
+		bool		nulls[NCOLS] = {0};
+		JsonbContainer *s;
+		char	   *start_text;
+		char	   *str;
+		JsonbValue	v;
+		Timestamp	t;
+		int			present = 0;
+		bool		have_tz = false;
+		int32		tz = 0;
+
+		if (tok != WJB_ELEM)
+			continue;
+		CHECK_FOR_INTERRUPTS();
+		ord++;
+		MemoryContextSwitchTo(tmp);
+
+		/* sample - '{id,timestamp,...}': a scalar cannot have keys deleted */
+		if (elem.type != jbvBinary)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("cannot delete from scalar")));
+		s = elem.val.binary.data;
+		if (!JsonContainerIsObject(s))
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("%s sample without timestamp: %s", resource, sample_head(&elem))));
+
+		start_text = get_text(s, "start");
+		if (start_text == NULL)
+			start_text = get_text(s, "timestamp");
+		if (start_text == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("%s sample without timestamp: %s", resource, sample_head(&elem))));
+
+		values[0] = Int64GetDatum(ord);
+
+		/* type */
+		str = get_text(s, "type");
+		values[1] = CStringGetTextDatum(str ? str : "");
+
+		/* time, time_end */
+		t = parse_time(start_text, floating);
+		values[2] = TimestampTzGetDatum(t);
+		str = get_text(s, "end");
+		if (str)
+			values[3] = TimestampTzGetDatum(parse_time(str, floating));
+		else
+			nulls[3] = true;
+
+		/* value */
+		nulls[4] = true;
+		if (numeric_kind && get_key(s, "value", &v) && v.type != jbvNull)
+		{
+			if (v.type != jbvNumeric)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+						 errmsg("%s sample value %s is not a number", resource, jbv_json_text(&v))));
+			values[4] = DirectFunctionCall1(numeric_float8, NumericGetDatum(v.val.numeric));
+			nulls[4] = false;
+		}
+
+		/* unit */
+		str = get_text(s, "unit");
+		if (str)
+			values[5] = CStringGetTextDatum(str);
+		else
+			nulls[5] = true;
+
+		/* timezone_offset */
+		str = get_text(s, "timezone_offset");
+		if (str)
+		{
+			tz = DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum(str)));
+			have_tz = true;
+			values[6] = Int32GetDatum(tz);
+		}
+		else
+			nulls[6] = true;
+
+		/* local_time */
+		if (floating)
+			values[7] = TimestampGetDatum(t);
+		else if (!have_tz)
+			nulls[7] = true;
+		else if (TIMESTAMP_NOT_FINITE(t))
+			values[7] = TimestampGetDatum(t);
+		else
+		{
+			Timestamp	lt = t + (int64) tz * USECS_PER_SEC;
+
+			if (!IS_VALID_TIMESTAMP(lt))
+				ereport(ERROR,
+						(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+						 errmsg("timestamp out of range")));
+			values[7] = TimestampGetDatum(lt);
+		}
+
+		/* extra: the keys without a column, plus the source extras, nulls stripped */
+		for (int k = 0; k < nremovable; k++)
+			if (get_key(s, column_keys[k], &v))
+				present++;
+		if (present == (int) JsonContainerSize(s))
+		{
+			if (source_extra)
+				values[8] = JsonbPGetDatum(source_extra);
+			else
+				nulls[8] = true;
+		}
+		else
+		{
+			Datum		rest;
+			Jsonb	   *stripped;
+
+			if (removable == NULL)
+			{
+				Datum		keys[8];
+
+				MemoryContextSwitchTo(outer);
+				for (int k = 0; k < nremovable; k++)
+					keys[k] = CStringGetTextDatum(column_keys[k]);
+				removable = construct_array(keys, nremovable, TEXTOID, -1, false, TYPALIGN_INT);
+				MemoryContextSwitchTo(tmp);
+			}
+			rest = DirectFunctionCall2(jsonb_delete_array,
+									   JsonbPGetDatum(JsonbValueToJsonb(&elem)),
+									   PointerGetDatum(removable));
+			if (source_extra)
+				rest = DirectFunctionCall2(jsonb_concat, rest, JsonbPGetDatum(source_extra));
+			stripped = DatumGetJsonbP(DirectFunctionCall1(jsonb_strip_nulls, rest));
+			if (JB_ROOT_IS_OBJECT(stripped) && JB_ROOT_COUNT(stripped) == 0)
+				nulls[8] = true;
+			else
+				values[8] = JsonbPGetDatum(stripped);
+		}
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		MemoryContextSwitchTo(outer);
+		MemoryContextReset(tmp);
+	}
+	MemoryContextDelete(tmp);
+	PG_RETURN_NULL();
+}
