@@ -7,7 +7,8 @@
 #
 # Every rate is measured twice: "cold" (the mock's caches reset, so it generates each page on
 # request, as on a first backfill) and "warm" (the mock answers from its page cache; pure serving).
-# Then where junction_sync's time goes: HTTP + JSON parsing (junction_api), page -> typing items,
+# Then the database's own ceiling for the same rows (loaded from a table, no HTTP, no JSON), and
+# where junction_sync's time goes: HTTP + JSON parsing (junction_api), page -> typing items,
 # junction._upsert_samples (one INSERT ... ON CONFLICT per page), and EXPLAIN ANALYZE of one page.
 #
 # As root. Starts its own cluster (port $JX_PORT, default 5448) and mock; JX_SKIP_BUILD=1 skips the
@@ -98,7 +99,37 @@ for r in $(seq 1 "$RUNS"); do
 done
 ROWS=$(psql -XAtc "SELECT count(*) FROM junction.samples WHERE user_id = '$USER_ID' AND resource = 'heartrate'")
 
-# 4. Where the time goes (warm mock): the same page loop as junction._sync_resource, timed by step.
+# 4. The database's own ceiling for these rows: the same 900,000 typed rows (as junction_sync left
+#    them) loaded from a table, with no HTTP and no JSON: INSERT ... ON CONFLICT exactly as
+#    junction._upsert_samples does it, and a plain INSERT (no conflict handling) into the same keyed
+#    table. Neither can be beaten by any loader that keeps junction.samples and its key.
+psql -qXAt -v ON_ERROR_STOP=1 -c "CREATE UNLOGGED TABLE bench_typed AS SELECT * FROM junction.samples
+                                     ORDER BY user_id, time, resource, provider, source_type, type, workout_id"
+ceiling_run() {  # $1 = the INSERT; prints seconds
+    psql -qXAt -v ON_ERROR_STOP=1 <<SQL | tail -1
+TRUNCATE junction.samples;
+CHECKPOINT;
+SELECT clock_timestamp() AS t0 \gset
+$1;
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 3);
+SQL
+}
+UPSERT_SQL="INSERT INTO junction.samples AS t SELECT * FROM bench_typed
+  ON CONFLICT (user_id, resource, time, provider, source_type, type, workout_id) DO UPDATE
+  SET time_end = excluded.time_end, value = excluded.value, unit = excluded.unit,
+      timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
+      floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
+  WHERE excluded.received_seq > t.received_seq"
+T_CEIL_UPSERT=999; T_CEIL_PLAIN=999
+for r in $(seq 1 "$RUNS"); do
+    s=$(ceiling_run "$UPSERT_SQL")
+    T_CEIL_UPSERT=$(awk -v a="$T_CEIL_UPSERT" -v b="$s" 'BEGIN { print (b < a) ? b : a }')
+    s=$(ceiling_run "INSERT INTO junction.samples SELECT * FROM bench_typed")
+    T_CEIL_PLAIN=$(awk -v a="$T_CEIL_PLAIN" -v b="$s" 'BEGIN { print (b < a) ? b : a }')
+done
+psql -qXAt -c "DROP TABLE bench_typed"
+
+# 5. Where the time goes (warm mock): the same page loop as junction._sync_resource, timed by step.
 BREAKDOWN=$(psql -qXAt -v ON_ERROR_STOP=1 <<SQL | tail -1
 TRUNCATE junction.samples;
 CHECKPOINT;
@@ -152,6 +183,11 @@ printf '%-52s %8.3f s %12s samples/s\n' "mock -> curl, cold (pages generated on 
 printf '%-52s %8.3f s %12s samples/s\n' "mock -> curl, warm (pages from the mock's cache)" "$best_curl_warm" "$R_CW"
 printf '%-52s %8.3f s %12s samples/s   = %s of the cold mock\n' "junction_sync, cold mock" "$best_sync_cold" "$R_SC" "$(pct "$R_SC" "$R_CC")"
 printf '%-52s %8.3f s %12s samples/s   = %s of the warm mock\n' "junction_sync, warm mock" "$best_sync_warm" "$R_SW" "$(pct "$R_SW" "$R_CW")"
+R_CU=$(rate "$SAMPLES" "$T_CEIL_UPSERT"); R_CP=$(rate "$SAMPLES" "$T_CEIL_PLAIN")
+echo "the database's ceiling for the same typed rows (from a table: no HTTP, no JSON; best of $RUNS):"
+printf '%-52s %8.3f s %12s samples/s   = %s of the cold mock\n' "  INSERT ... ON CONFLICT (as _upsert_samples)" "$T_CEIL_UPSERT" "$R_CU" "$(pct "$R_CU" "$R_CC")"
+printf '%-52s %8.3f s %12s samples/s   = %s of the cold mock\n' "  plain INSERT into the keyed table" "$T_CEIL_PLAIN" "$R_CP" "$(pct "$R_CP" "$R_CC")"
+echo "junction_sync (cold mock) = $(pct "$R_SC" "$R_CU") of the INSERT ... ON CONFLICT ceiling"
 echo "where junction_sync's time goes (warm mock, one run):"
 printf '  %-50s %8.3f s\n' "HTTP + JSON -> jsonb (junction_api, C)" "$T_HTTP" \
        "page -> typing items (junction._page_items)" "$T_CONV" \
