@@ -496,21 +496,47 @@ junction_http_request(bool management, const char *method, const char *path,
 	}
 }
 
-/* Parse a response body as jsonb; NULL for an empty body; an error for bad JSON. */
+/*
+ * Parse a response body as jsonb; NULL for an empty body; an error naming the request for bad JSON.
+ * One pass: jsonb_in's syntax error (22P02) is replaced by ours, any other error goes through.
+ */
 Jsonb *
 junction_parse_response(const char *method, const char *path, StringInfo body)
 {
-	JsonLexContext *lex;
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *res = NULL;
+	volatile bool bad = false;
 
 	if (body->len == 0)
 		return NULL;
-	lex = makeJsonLexContextCstringLen(body->data, body->len, GetDatabaseEncoding(), false);
-	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+	if (memchr(body->data, '\0', body->len) != NULL)
+		bad = true;				/* jsonb_in reads a C string: it would stop at the NUL */
+	else
+	{
+		PG_TRY();
+		{
+			res = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body->data)));
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			if (edata->sqlerrcode != ERRCODE_INVALID_TEXT_REPRESENTATION)
+				PG_RE_THROW();
+			FlushErrorState();
+			FreeErrorData(edata);
+			bad = true;
+		}
+		PG_END_TRY();
+	}
+	if (bad)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("junction API %s %s returned invalid JSON", method, path),
 				 errdetail("The response starts with: %.80s", body->data)));
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body->data)));
+	return res;
 }
 
 /* Junction's "detail" text from an error body (or the body's start). */

@@ -48,6 +48,10 @@ PG_FUNCTION_INFO_V1(junction_group_samples);
 static const char *const column_keys[] = {
 	"id", "timestamp", "start", "end", "timezone_offset", "type", "unit", "value"
 };
+enum
+{
+	K_ID, K_TIMESTAMP, K_START, K_END, K_TZ, K_TYPE, K_UNIT, K_VALUE
+};
 
 /* sample ->> key as a C string (NULL for a missing key or JSON null), as the ->> operator reads it. */
 static char *
@@ -86,15 +90,56 @@ get_key(JsonbContainer *obj, const char *key, JsonbValue *out)
 	return getKeyJsonValueFromContainer(obj, key, strlen(key), out) != NULL;
 }
 
-/* sample ->> key, NULL when missing or JSON null. */
-static char *
-get_text(JsonbContainer *obj, const char *key)
+/* The keys of one sample that have a column of their own, read in one pass over the object. */
+typedef struct SampleKeys
 {
-	JsonbValue	v;
+	JsonbValue	v[8];			/* indexed like column_keys */
+	bool		found[8];
+	int			others;			/* keys without a column (they go to extra) */
+} SampleKeys;
 
-	if (!get_key(obj, key, &v))
-		return NULL;
-	return jbv_cstring(&v);
+static int
+column_key_index(const char *k, int len)
+{
+	for (int i = 0; i < 8; i++)
+		if ((int) strlen(column_keys[i]) == len && memcmp(column_keys[i], k, len) == 0)
+			return i;
+	return -1;
+}
+
+static void
+read_sample_keys(JsonbContainer *obj, int nremovable, SampleKeys *sk)
+{
+	JsonbIterator *it = JsonbIteratorInit(obj);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			idx = -1;
+
+	memset(sk->found, 0, sizeof(sk->found));
+	sk->others = 0;
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			idx = column_key_index(v.val.string.val, v.val.string.len);
+			if (idx >= nremovable)
+				idx = -1;		/* "value" of a non-numeric resource stays in extra */
+			if (idx < 0)
+				sk->others++;
+		}
+		else if (tok == WJB_VALUE && idx >= 0)
+		{
+			sk->v[idx] = v;
+			sk->found[idx] = true;
+		}
+	}
+}
+
+/* ->> of a key read by read_sample_keys: NULL when missing or JSON null. */
+static char *
+key_text(SampleKeys *sk, int idx)
+{
+	return sk->found[idx] ? jbv_cstring(&sk->v[idx]) : NULL;
 }
 
 /* A sample time: timestamptz, or the wall clock read as UTC for floating-time groups. */
@@ -169,9 +214,8 @@ junction_group_samples(PG_FUNCTION_ARGS)
 		JsonbContainer *s;
 		char	   *start_text;
 		char	   *str;
-		JsonbValue	v;
+		SampleKeys	sk;
 		Timestamp	t;
-		int			present = 0;
 		bool		have_tz = false;
 		int32		tz = 0;
 
@@ -192,9 +236,10 @@ junction_group_samples(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_NOT_NULL_VIOLATION),
 					 errmsg("%s sample without timestamp: %s", resource, sample_head(&elem))));
 
-		start_text = get_text(s, "start");
+		read_sample_keys(s, nremovable, &sk);
+		start_text = key_text(&sk, K_START);
 		if (start_text == NULL)
-			start_text = get_text(s, "timestamp");
+			start_text = key_text(&sk, K_TIMESTAMP);
 		if (start_text == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_NOT_NULL_VIOLATION),
@@ -203,13 +248,13 @@ junction_group_samples(PG_FUNCTION_ARGS)
 		values[0] = Int64GetDatum(ord);
 
 		/* type */
-		str = get_text(s, "type");
+		str = key_text(&sk, K_TYPE);
 		values[1] = CStringGetTextDatum(str ? str : "");
 
 		/* time, time_end */
 		t = parse_time(start_text, floating);
 		values[2] = TimestampTzGetDatum(t);
-		str = get_text(s, "end");
+		str = key_text(&sk, K_END);
 		if (str)
 			values[3] = TimestampTzGetDatum(parse_time(str, floating));
 		else
@@ -217,25 +262,26 @@ junction_group_samples(PG_FUNCTION_ARGS)
 
 		/* value */
 		nulls[4] = true;
-		if (numeric_kind && get_key(s, "value", &v) && v.type != jbvNull)
+		if (numeric_kind && sk.found[K_VALUE] && sk.v[K_VALUE].type != jbvNull)
 		{
-			if (v.type != jbvNumeric)
+			if (sk.v[K_VALUE].type != jbvNumeric)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-						 errmsg("%s sample value %s is not a number", resource, jbv_json_text(&v))));
-			values[4] = DirectFunctionCall1(numeric_float8, NumericGetDatum(v.val.numeric));
+						 errmsg("%s sample value %s is not a number", resource,
+								jbv_json_text(&sk.v[K_VALUE]))));
+			values[4] = DirectFunctionCall1(numeric_float8, NumericGetDatum(sk.v[K_VALUE].val.numeric));
 			nulls[4] = false;
 		}
 
 		/* unit */
-		str = get_text(s, "unit");
+		str = key_text(&sk, K_UNIT);
 		if (str)
 			values[5] = CStringGetTextDatum(str);
 		else
 			nulls[5] = true;
 
 		/* timezone_offset */
-		str = get_text(s, "timezone_offset");
+		str = key_text(&sk, K_TZ);
 		if (str)
 		{
 			tz = DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum(str)));
@@ -264,10 +310,7 @@ junction_group_samples(PG_FUNCTION_ARGS)
 		}
 
 		/* extra: the keys without a column, plus the source extras, nulls stripped */
-		for (int k = 0; k < nremovable; k++)
-			if (get_key(s, column_keys[k], &v))
-				present++;
-		if (present == (int) JsonContainerSize(s))
+		if (sk.others == 0)
 		{
 			if (source_extra)
 				values[8] = JsonbPGetDatum(source_extra);
