@@ -359,6 +359,44 @@ SELECT provider, sport_slug IS NOT NULL AS has_sport, fetch_status, jsonb_array_
 FROM junction.workout_streams WHERE user_id = :'alice' ORDER BY workout_id;
 TRUNCATE junction.workout_streams;
 
+-- 6e. A first backfill takes the fast path (plain INSERTs in one subtransaction, 6c above). A key
+--     that exists after all, here a sample far outside the range that a scripted page also
+--     carries, makes it roll back and load again with ON CONFLICT: the page is fetched twice and
+--     the later received value wins.
+CREATE TEMP TABLE alice_heartrate AS SELECT * FROM junction.samples WHERE user_id = :'alice' AND resource = 'heartrate';
+DELETE FROM junction.samples WHERE user_id = :'alice' AND resource = 'heartrate';
+CREATE FUNCTION pg_temp.far_sample(u uuid) RETURNS void LANGUAGE sql AS $$
+  INSERT INTO junction.samples (user_id, resource, provider, source_type, time, value, unit, received_seq)
+  VALUES (u, 'heartrate', 'oura', 'ring', '2025-01-01 00:00:00+00', 50, 'bpm',
+          junction._next_received_seq());
+  SELECT NULL::void
+$$;
+\set page '{"groups": {"oura": [{"source": {"provider": "oura", "type": "ring"}, "data": [{"timestamp": "2025-06-05T00:00:00+00:00", "value": 70, "unit": "bpm"}, {"timestamp": "2025-01-01T00:00:00+00:00", "value": 99, "unit": "bpm"}]}]}, "next_cursor": null}'
+SELECT pg_temp.far_sample(:'alice');
+SELECT pg_temp.mock('DELETE', 'requests') IS NOT NULL AS cleared;
+SELECT pg_temp.fault('/v2/timeseries/' || :'alice' || '/heartrate/grouped',
+                     jsonb_build_array(jsonb_build_object('body', :'page'::jsonb), jsonb_build_object('body', :'page'::jsonb)));
+SELECT * FROM junction_sync(:'alice', ARRAY['heartrate'], '2025-06-05', '2025-06-05 23:59:59');
+SELECT pg_temp.requests('/v2/timeseries/' || :'alice' || '/heartrate') AS page_requests;
+SELECT time, value FROM junction.samples WHERE user_id = :'alice' AND resource = 'heartrate' ORDER BY time;
+-- With the subtransaction-id cache of this backend full (64 writing subtransactions), no fast
+-- path: one fetch, straight to ON CONFLICT.
+DELETE FROM junction.samples WHERE user_id = :'alice' AND resource = 'heartrate';
+SELECT pg_temp.far_sample(:'alice');
+SELECT pg_temp.mock('DELETE', 'requests') IS NOT NULL AS cleared;
+SELECT pg_temp.fault('/v2/timeseries/' || :'alice' || '/heartrate/grouped', jsonb_build_array(jsonb_build_object('body', :'page'::jsonb)));
+CREATE TEMP TABLE subxact_filler (i int);
+BEGIN;
+SELECT junction._subxact_room() AS room_before;
+DO $$ BEGIN FOR i IN 1..64 LOOP BEGIN INSERT INTO subxact_filler VALUES (i); EXCEPTION WHEN OTHERS THEN NULL; END; END LOOP; END $$;
+SELECT junction._subxact_room() AS room_after_64;
+SELECT * FROM junction_sync(:'alice', ARRAY['heartrate'], '2025-06-05', '2025-06-05 23:59:59');
+COMMIT;
+SELECT pg_temp.requests('/v2/timeseries/' || :'alice' || '/heartrate') AS page_requests;
+SELECT time, value FROM junction.samples WHERE user_id = :'alice' AND resource = 'heartrate' ORDER BY time;
+DELETE FROM junction.samples WHERE user_id = :'alice' AND resource = 'heartrate';
+INSERT INTO junction.samples SELECT * FROM alice_heartrate;
+
 -- ---------------------------------------------------------------------------------------------
 -- 7. The backfill queue by hand: historical.data.* completions -> junction_backfill_now().
 --    (The worker claims nothing while its junction.api_key is empty, so these rows are ours.)

@@ -39,8 +39,10 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
+#include "storage/proc.h"
 
 PG_FUNCTION_INFO_V1(junction_group_samples);
+PG_FUNCTION_INFO_V1(junction_subxact_room);
 
 #define NCOLS 9
 
@@ -350,4 +352,17 @@ junction_group_samples(PG_FUNCTION_ARGS)
 	}
 	MemoryContextDelete(tmp);
 	PG_RETURN_NULL();
+}
+
+/*
+ * junction._subxact_room() -> boolean: whether this backend can open one more subtransaction that
+ * writes without overflowing its cache of subtransaction ids (PGPROC_MAX_CACHED_SUBXIDS). Past
+ * that, every snapshot in the cluster has to consult pg_subtrans while this transaction lasts;
+ * junction_sync only uses a subtransaction for its fast path while this returns true.
+ */
+Datum
+junction_subxact_room(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(!MyProc->subxidStatus.overflowed &&
+				   MyProc->subxidStatus.count < PGPROC_MAX_CACHED_SUBXIDS);
 }

@@ -36,6 +36,13 @@ cat > "$W/pg.supp" <<'SUPP'
    ...
    obj:/usr/lib/postgresql/15/bin/postgres
 }
+{
+   ld-so-strncmp-over-read-in-is_dst
+   Memcheck:Addr8
+   fun:strncmp
+   fun:is_dst
+   ...
+}
 SUPP
 chmod a+r "$W/pg.supp"
 JX_PORT=5452 jx_cluster_start "$W/pg" junction_regress

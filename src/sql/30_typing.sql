@@ -165,28 +165,20 @@ AS 'MODULE_PATHNAME', 'junction_group_samples';
 COMMENT ON FUNCTION junction._group_samples(jsonb, text, text, boolean, jsonb) IS
   'one typed row per element of grp->data (a timeseries group): ordinality, type, time, time_end, value, unit, timezone_offset, local_time, extra';
 
-CREATE FUNCTION junction._upsert_samples(items junction.typing_item[])
-RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET timezone = 'UTC'
-AS $fn$
-DECLARE
-    bad text;
-    n   bigint;
-BEGIN
-    SELECT coalesce(quote_literal(i.resource), 'NULL') INTO bad
-    FROM unnest(items) AS i
-    WHERE NOT EXISTS (SELECT FROM junction.resources AS r
-                      WHERE r.name = i.resource AND r.kind = 'timeseries')
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'not a timeseries resource: %', bad USING ERRCODE = '22023';
-    END IF;
+-- Whether one more writing subtransaction fits in this backend's subxid cache (src/samples.c).
+CREATE FUNCTION junction._subxact_room()
+RETURNS boolean
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'junction_subxact_room';
+COMMENT ON FUNCTION junction._subxact_room() IS
+  'true while this transaction has fewer subtransaction ids than the per-backend cache holds (64)';
 
-    INSERT INTO junction.samples AS t
-        (user_id, resource, provider, source_type, type, workout_id, time, time_end, value, unit,
-         timezone_offset, local_time, floating, extra, received_seq)
+-- The rows of junction.samples for a batch of timeseries groups, deduped on the key (the latest
+-- received wins) and in key order. One SQL statement, inlined into the INSERTs below.
+CREATE FUNCTION junction._sample_rows(items junction.typing_item[])
+RETURNS SETOF junction.samples
+LANGUAGE sql STABLE
+AS $fn$
     SELECT DISTINCT ON (s.user_id, s.time, s.resource, s.provider, s.source_type, s.type, s.workout_id)
            s.user_id, s.resource, s.provider, s.source_type, s.type, s.workout_id, s.time, s.time_end,
            s.value, s.unit, s.timezone_offset, s.local_time, s.floating, s.extra, s.received_seq
@@ -195,12 +187,13 @@ BEGIN
                g.received_seq, e.ord, e.type, e.time, e.time_end, e.value, e.unit,
                e.timezone_offset, e.local_time, e.extra
         FROM (
-            SELECT i.received_seq, i.user_id, i.resource, r.value_kind, i.obj,
+            SELECT i.received_seq, i.user_id, i.resource, i.obj,
+                   -- a lookup, not a join: a hash join would copy each (large) item into its table
+                   (SELECT r.value_kind FROM junction.resources AS r WHERE r.name = i.resource) AS value_kind,
                    src.provider, src.source_type, src.workout_id, src.source_extra,
                    -- floating time (junction-api.md 2.6): the offset suffix is meaningless for these
                    src.provider IN ('abbott_libreview', 'freestyle_libre', 'freestyle_libre_ble') AS floating
             FROM unnest(items) AS i
-            JOIN junction.resources AS r ON r.name = i.resource
             CROSS JOIN LATERAL (
                 SELECT coalesce(i.obj #>> '{source,provider}', i.obj #>> '{source,slug}') AS provider,
                        coalesce(i.obj #>> '{source,type}', 'unknown') AS source_type,
@@ -222,17 +215,49 @@ BEGIN
     -- one fixed order makes concurrent drains lock rows in the same order
     ORDER BY s.user_id, s.time, s.resource, s.provider, s.source_type, s.type, s.workout_id,
              s.received_seq DESC, s.ord DESC
-    ON CONFLICT (user_id, resource, time, provider, source_type, type, workout_id) DO UPDATE
-    SET time_end = excluded.time_end, value = excluded.value, unit = excluded.unit,
-        timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
-        floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
-    WHERE excluded.received_seq > t.received_seq;
+$fn$;
+COMMENT ON FUNCTION junction._sample_rows(junction.typing_item[]) IS
+  'the junction.samples rows of timeseries groups ({source, data[]}), deduped on the key, latest received first';
+
+-- conflicts = false is for a caller that knows none of these sample keys exists yet (an empty
+-- range, checked beforehand) and that handles unique_violation by loading again with true: a plain
+-- INSERT costs about half of INSERT ... ON CONFLICT.
+CREATE FUNCTION junction._upsert_samples(items junction.typing_item[], conflicts boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    bad text;
+    n   bigint;
+BEGIN
+    SELECT coalesce(quote_literal(i.resource), 'NULL') INTO bad
+    FROM unnest(items) AS i
+    WHERE NOT EXISTS (SELECT FROM junction.resources AS r
+                      WHERE r.name = i.resource AND r.kind = 'timeseries')
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'not a timeseries resource: %', bad USING ERRCODE = '22023';
+    END IF;
+
+    IF conflicts THEN
+        INSERT INTO junction.samples AS t
+        SELECT * FROM junction._sample_rows(items)
+        ON CONFLICT (user_id, resource, time, provider, source_type, type, workout_id) DO UPDATE
+        SET time_end = excluded.time_end, value = excluded.value, unit = excluded.unit,
+            timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
+            floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
+        WHERE excluded.received_seq > t.received_seq;
+    ELSE
+        INSERT INTO junction.samples SELECT * FROM junction._sample_rows(items);
+    END IF;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $fn$;
-COMMENT ON FUNCTION junction._upsert_samples(junction.typing_item[]) IS
-  'upsert timeseries groups ({source, data[]}) into junction.samples; the latest received wins per sample key';
+COMMENT ON FUNCTION junction._upsert_samples(junction.typing_item[], boolean) IS
+  'upsert timeseries groups ({source, data[]}) into junction.samples; the latest received wins per sample key (conflicts = false: plain INSERT of keys known to be new)';
 
 -- ---------------------------------------------------------------------------------------------
 -- Workout stream notifications, connections, backfills.
@@ -559,7 +584,8 @@ REVOKE ALL ON FUNCTION junction._fail(text, text),
                        junction._next_received_seq(),
                        junction._summary_upsert_sql(text),
                        junction._upsert_summaries(junction.typing_item[]),
-                       junction._upsert_samples(junction.typing_item[]),
+                       junction._sample_rows(junction.typing_item[]),
+                       junction._upsert_samples(junction.typing_item[], boolean),
                        junction._upsert_workout_streams(junction.typing_item[]),
                        junction._upsert_connections(junction.typing_item[]),
                        junction._upsert_backfills(junction.typing_item[]),

@@ -570,6 +570,36 @@ $$;
 COMMENT ON FUNCTION junction._load_workout_stream(uuid, uuid) IS
   'fetch a workout stream and store it in junction.workout_streams.data (fetch_status done)';
 
+-- All pages of one timeseries resource over a range into junction.samples; conflicts as for
+-- junction._upsert_samples. Returns the rows written.
+CREATE FUNCTION junction._sync_timeseries(res junction.resources, user_id uuid, start_date timestamptz,
+                                          end_date timestamptz, provider text, conflicts boolean)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    path  text := replace(res.rest_path, '{user_id}', coalesce(user_id::text, ''));
+    page  jsonb;
+    items junction.typing_item[];
+    nc    text;
+    total bigint := 0;
+BEGIN
+    LOOP
+        page := junction._fetch_page(res, user_id, start_date, end_date, provider, nc);
+        items := junction._page_items(user_id, res.name, junction._check_groups(page, path));
+        IF items IS NOT NULL THEN
+            total := total + junction._upsert_samples(items, conflicts);
+        END IF;
+        nc := junction._next_cursor(page, nc, path);
+        EXIT WHEN nc IS NULL;
+    END LOOP;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION junction._sync_timeseries(junction.resources, uuid, timestamptz, timestamptz, text, boolean) IS
+  'fetch every page of one timeseries resource over a range and load it into junction.samples';
+
 -- Load one resource of one user over a range into the typed tables; returns rows written.
 -- Timeseries are loaded page by page as they arrive (never the whole range in memory).
 -- workout_stream queues the range's workouts' streams, and fetches them too when fetch_streams.
@@ -585,23 +615,34 @@ DECLARE
     path   text := replace(res.rest_path, '{user_id}', coalesce(user_id::text, ''));
     page   jsonb;
     items  junction.typing_item[];
-    nc     text;
     total  bigint := 0;
+    fresh  boolean;
     s      record;
 BEGIN
     IF user_id IS NULL THEN
         RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
     END IF;
     IF res.kind = 'timeseries' THEN
-        LOOP
-            page := junction._fetch_page(res, user_id, start_date, end_date, provider, nc);
-            items := junction._page_items(user_id, res.name, junction._check_groups(page, path));
-            IF items IS NOT NULL THEN
-                total := total + junction._upsert_samples(items);
-            END IF;
-            nc := junction._next_cursor(page, nc, path);
-            EXIT WHEN nc IS NULL;
-        END LOOP;
+        -- Fast path: when the user has no sample of this resource in or near the range (a first
+        -- backfill), the pages go in with plain INSERTs, in one subtransaction. If a key exists
+        -- after all (a concurrent writer, a sample far outside the range, one key on two pages),
+        -- unique_violation rolls that back and everything is loaded again with ON CONFLICT.
+        -- Skipped when one more subtransaction would overflow this backend's subxid cache.
+        fresh := junction._subxact_room() AND NOT EXISTS (
+            SELECT FROM junction.samples AS x
+            WHERE x.user_id = _sync_resource.user_id AND x.resource = res.name
+              AND x.time >= start_date - interval '2 days'
+              AND x.time <= coalesce(end_date, 'infinity') + interval '2 days');
+        IF fresh THEN
+            BEGIN
+                total := junction._sync_timeseries(res, user_id, start_date, end_date, provider, false);
+            EXCEPTION WHEN unique_violation THEN
+                fresh := false;
+            END;
+        END IF;
+        IF NOT fresh THEN
+            total := junction._sync_timeseries(res, user_id, start_date, end_date, provider, true);
+        END IF;
     ELSIF res.kind = 'summary' THEN
         page := junction._fetch_page(res, user_id, start_date, end_date, provider, NULL);
         IF page IS NOT NULL AND res.response_key IS NOT NULL
