@@ -255,6 +255,63 @@ SELECT pg_temp.fault('/v2/timeseries/', '[{"status": 200, "body": {"groups": {},
 SELECT state, message FROM pg_temp.try(format($$SELECT junction_fetch('steps', %L, '2025-06-01', '2025-06-01')$$, :'alice'));
 SELECT pg_temp.mock('DELETE', 'faults');
 
+-- 4b. Prefetch (junction_sync asks for page n+1 before loading page n): the next identical
+--     junction_api call in the transaction takes the answer; anything else abandons it.
+\set act_q '{"start_date": "2025-06-02", "end_date": "2025-06-02"}'
+SELECT '/v2/summary/activity/' || :'alice' AS act_path \gset
+-- taken: one request
+SELECT pg_temp.mock('DELETE', 'requests') IS NOT NULL AS cleared;
+BEGIN;
+SELECT junction._api_prefetch(:'act_path', :'act_q');
+SELECT pg_sleep(0.3);  -- the mock has answered by now
+SELECT jsonb_array_length(junction_api('GET', :'act_path', :'act_q') -> 'activity') AS activities;
+COMMIT;
+SELECT pg_temp.requests('/v2/summary/activity') AS requests;
+-- abandoned at the end of its transaction: the same call afterwards asks again
+SELECT pg_temp.mock('DELETE', 'requests') IS NOT NULL AS cleared;
+BEGIN;
+SELECT junction._api_prefetch(:'act_path', :'act_q');
+SELECT pg_sleep(0.3);
+COMMIT;
+SELECT jsonb_array_length(junction_api('GET', :'act_path', :'act_q') -> 'activity') AS activities;
+SELECT pg_temp.requests('/v2/summary/activity') AS requests;
+-- abandoned by another request in between
+SELECT pg_temp.mock('DELETE', 'requests') IS NOT NULL AS cleared;
+BEGIN;
+SELECT junction._api_prefetch(:'act_path', :'act_q');
+SELECT pg_sleep(0.3);
+SELECT jsonb_typeof(junction_api('GET', '/v2/summary/sleep/' || :'alice', :'act_q')) AS other;
+SELECT jsonb_array_length(junction_api('GET', :'act_path', :'act_q') -> 'activity') AS activities;
+COMMIT;
+SELECT pg_temp.requests('/v2/summary/activity') AS requests;
+-- a prefetched 503 counts as the first attempt: retried, then the answer
+SELECT pg_temp.mock('DELETE', 'requests') IS NOT NULL AS cleared;
+SELECT pg_temp.fault('/v2/summary/activity', '[{"status": 503}]');
+BEGIN;
+SELECT junction._api_prefetch(:'act_path', :'act_q');
+SELECT jsonb_array_length(junction_api('GET', :'act_path', :'act_q') -> 'activity') AS activities;
+COMMIT;
+SELECT pg_temp.requests('/v2/summary/activity') AS requests;
+-- an answer fetched with one key is never returned under another: the wrong key gets its 401
+BEGIN;
+SELECT junction._api_prefetch(:'act_path', :'act_q');
+SELECT pg_sleep(0.3);
+SET LOCAL junction.api_key = 'sk_us_wrong_key';
+SELECT state, message, key_shown FROM pg_temp.try(format('SELECT junction_api(''GET'', %L, %L)', :'act_path', :'act_q'));
+COMMIT;
+-- waiting for a slow prefetched answer: statement_timeout still interrupts it at once, and the
+-- next transaction is unaffected
+SELECT pg_temp.fault('/v2/summary/activity', '[{"delay_ms": 20000}]');
+BEGIN;
+SELECT junction._api_prefetch(:'act_path', :'act_q');
+SET LOCAL statement_timeout = '1s';
+SELECT state, seconds < 8 AS promptly FROM pg_temp.try(format('SELECT junction_api(''GET'', %L, %L)', :'act_path', :'act_q'));
+COMMIT;
+SELECT jsonb_array_length(junction_api('GET', :'act_path', :'act_q') -> 'activity') AS activities;
+SELECT pg_temp.mock('DELETE', 'faults') IS NOT NULL AS cleared;
+-- only for the data API, GET, with a valid path
+SELECT state, message FROM pg_temp.try($$SELECT junction._api_prefetch('v2/no-slash')$$);
+
 -- ---------------------------------------------------------------------------------------------
 -- 5. Connections into junction.connections: reconcile with Junction's list.
 -- ---------------------------------------------------------------------------------------------

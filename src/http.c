@@ -11,6 +11,7 @@
 #include <curl/curl.h>
 
 #include "common/jsonapi.h"
+#include "access/xact.h"
 #include "common/pg_prng.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -22,6 +23,7 @@
 #include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
@@ -31,6 +33,7 @@
 PG_FUNCTION_INFO_V1(junction_api);
 PG_FUNCTION_INFO_V1(junction_api_request);
 PG_FUNCTION_INFO_V1(junction_api_base_url_of);
+PG_FUNCTION_INFO_V1(junction_api_prefetch);
 
 /* Responses larger than this are refused (a Junction page is a few MB). */
 #define MAX_RESPONSE_BYTES (256 * 1024 * 1024)
@@ -350,24 +353,11 @@ ensure_handle(void)
 				 errmsg("could not initialise libcurl")));
 }
 
-/*
- * One request to the Junction data (management=false) or Management API,
- * with retries.  Fills body, returns the final HTTP status.  Transport
- * failures that survive the retries raise an error; HTTP statuses do not.
- */
-long
-junction_http_request(bool management, const char *method, const char *path,
-					  Jsonb *query, const char *req_body, StringInfo body)
+/* The checks every request passes before anything is sent; returns the key to send. */
+static const char *
+check_request(bool management, const char *method, const char *path, const char *req_body)
 {
 	const char *key = management ? junction_management_key : junction_api_key;
-	const char *base = management
-		? ((junction_management_base_url && *junction_management_base_url)
-		   ? junction_management_base_url : "https://api.management.junction.com")
-		: data_base_url();
-	bool		idempotent = strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0;
-	StringInfoData url;
-	char		errbuf[CURL_ERROR_SIZE];
-	int			attempt;
 
 	if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0 && strcmp(method, "PUT") != 0 &&
 		strcmp(method, "PATCH") != 0 && strcmp(method, "DELETE") != 0)
@@ -391,17 +381,268 @@ junction_http_request(bool management, const char *method, const char *path,
 				 errmsg("%s is not set", management ? "junction.management_key" : "junction.api_key"),
 				 errhint("As a superuser: ALTER SYSTEM SET %s = '...'; SELECT pg_reload_conf();",
 						 management ? "junction.management_key" : "junction.api_key")));
+	return key;
+}
 
-	ensure_handle();
+/* The full URL of a request: base, path and query string (palloc'd). */
+static char *
+request_url(bool management, const char *path, Jsonb *query)
+{
+	const char *base = management
+		? ((junction_management_base_url && *junction_management_base_url)
+		   ? junction_management_base_url : "https://api.management.junction.com")
+		: data_base_url();
+	StringInfoData url;
+
 	initStringInfo(&url);
 	appendStringInfo(&url, "%s%s", base, path);
 	append_query(&url, query);
+	return url.data;
+}
+
+/*
+ * Set every option of one transfer on the handle. The header list (which holds the key) is
+ * returned for the caller to free with free_headers() once the transfer is over.
+ */
+static struct curl_slist *
+setup_transfer(bool management, const char *key, const char *method, const char *url,
+			   const char *req_body, Transfer *t, char *errbuf)
+{
+	struct curl_slist *hdrs = NULL;
+	char	   *auth;
+
+	auth = psprintf("%s: %s", management ? "X-Management-Key" : "X-Vital-API-Key", key);
+	hdrs = curl_slist_append(hdrs, auth);
+	/* curl copied it: the palloc'd copy of the key is not needed any more */
+	explicit_bzero(auth, strlen(auth));
+	pfree(auth);
+	hdrs = curl_slist_append(hdrs, "Accept: application/json");
+	if (req_body)
+		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+
+	errbuf[0] = '\0';
+	curl_easy_reset(curl_handle);	/* keeps the connection cache */
+	curl_easy_setopt(curl_handle, CURLOPT_URL, url);
+	curl_easy_setopt(curl_handle, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(curl_handle, CURLOPT_USERAGENT, "junction/" JUNCTION_VERSION " (PostgreSQL extension)");
+	curl_easy_setopt(curl_handle, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(curl_handle, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(curl_handle, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(curl_handle, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(curl_handle, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(curl_handle, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(curl_handle, CURLOPT_TIMEOUT_MS, (long) junction_http_timeout_ms);
+	curl_easy_setopt(curl_handle, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(junction_http_timeout_ms, 10000));
+	curl_easy_setopt(curl_handle, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(curl_handle, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(curl_handle, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(curl_handle, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(curl_handle, CURLOPT_HEADERDATA, t);
+	curl_easy_setopt(curl_handle, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(curl_handle, CURLOPT_XFERINFOFUNCTION, on_progress);
+	if (strcmp(method, "GET") != 0)
+		curl_easy_setopt(curl_handle, CURLOPT_CUSTOMREQUEST, method);
+	if (req_body)
+	{
+		curl_easy_setopt(curl_handle, CURLOPT_POSTFIELDS, req_body);
+		curl_easy_setopt(curl_handle, CURLOPT_POSTFIELDSIZE, (long) strlen(req_body));
+	}
+	else if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0)
+	{
+		curl_easy_setopt(curl_handle, CURLOPT_POSTFIELDS, "");
+		curl_easy_setopt(curl_handle, CURLOPT_POSTFIELDSIZE, 0L);
+	}
+	return hdrs;
+}
+
+/* Free a header list, wiping the key in it first. */
+static void
+free_headers(struct curl_slist *hdrs)
+{
+	for (struct curl_slist *h = hdrs; h != NULL; h = h->next)
+		explicit_bzero(h->data, strlen(h->data));
+	curl_slist_free_all(hdrs);
+}
+
+/*
+ * One prefetched GET: junction._api_prefetch() sends the request for the next page and returns;
+ * the server prepares it while the caller loads the current page; the next junction_http_request
+ * for the same URL, key and API takes its answer as its first attempt. Anything else (another
+ * request, the end of the transaction) abandons it. All of it lives outside any memory context
+ * that a transaction reset would free.
+ */
+typedef struct Prefetch
+{
+	bool		active;			/* the handle is on the multi handle */
+	bool		management;
+	char	   *url;			/* TopMemoryContext */
+	char	   *key;			/* TopMemoryContext; wiped when released */
+	struct curl_slist *hdrs;
+	StringInfoData body;		/* TopMemoryContext */
+	Transfer	t;
+	char		errbuf[CURL_ERROR_SIZE];
+} Prefetch;
+
+static CURLM *curl_multi = NULL;
+static Prefetch prefetch;
+static bool prefetch_callback_registered = false;
+
+/* Abandon the prefetched request, if any (closes its connection if it was not finished). */
+static void
+prefetch_release(void)
+{
+	if (!prefetch.active)
+		return;
+	prefetch.active = false;
+	curl_multi_remove_handle(curl_multi, curl_handle);
+	free_headers(prefetch.hdrs);
+	prefetch.hdrs = NULL;
+	explicit_bzero(prefetch.key, strlen(prefetch.key));
+	pfree(prefetch.key);
+	pfree(prefetch.url);
+	pfree(prefetch.body.data);
+	prefetch.key = prefetch.url = NULL;
+	prefetch.body.data = NULL;
+}
+
+/* A prefetch never outlives its transaction. */
+static void
+prefetch_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE ||
+		event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PARALLEL_COMMIT)
+		prefetch_release();
+}
+
+/* Start a GET in the background (see Prefetch). */
+static void
+prefetch_start(bool management, const char *path, Jsonb *query)
+{
+	const char *key = check_request(management, "GET", path, NULL);
+	char	   *url;
+	MemoryContext old;
+	int			running;
+	TimestampTz deadline;
+
+	prefetch_release();
+	ensure_handle();
+	if (curl_multi == NULL && (curl_multi = curl_multi_init()) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not initialise libcurl")));
+	if (!prefetch_callback_registered)
+	{
+		RegisterXactCallback(prefetch_xact_callback, NULL);
+		prefetch_callback_registered = true;
+	}
+	url = request_url(management, path, query);
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	prefetch.url = pstrdup(url);
+	prefetch.key = pstrdup(key);
+	initStringInfo(&prefetch.body);
+	MemoryContextSwitchTo(old);
+	prefetch.management = management;
+	memset(&prefetch.t, 0, sizeof(prefetch.t));
+	prefetch.t.body = &prefetch.body;
+	prefetch.hdrs = setup_transfer(management, key, "GET", prefetch.url, NULL, &prefetch.t, prefetch.errbuf);
+	if (curl_multi_add_handle(curl_multi, curl_handle) != CURLM_OK)
+	{
+		free_headers(prefetch.hdrs);
+		explicit_bzero(prefetch.key, strlen(prefetch.key));
+		pfree(prefetch.key);
+		pfree(prefetch.url);
+		pfree(prefetch.body.data);
+		return;					/* no prefetch: the page is fetched when asked for */
+	}
+	prefetch.active = true;
+
+	/*
+	 * Send the request now (connecting first if the kept-alive connection is gone); the answer is
+	 * read when the page is asked for.
+	 */
+	deadline = GetCurrentTimestamp() + (TimestampTz) Min(junction_http_timeout_ms, 10000) * 1000;
+	for (;;)
+	{
+		long		sent = 0;
+
+		if (curl_multi_perform(curl_multi, &running) != CURLM_OK || running == 0)
+			break;				/* over already (an error, or a tiny answer): read later */
+		if (curl_easy_getinfo(curl_handle, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK && sent > 0)
+			break;
+		if (GetCurrentTimestamp() >= deadline)
+			break;
+		(void) curl_multi_poll(curl_multi, NULL, 0, 10, NULL);
+		CHECK_FOR_INTERRUPTS();		/* on error, the transaction's end releases the prefetch */
+	}
+}
+
+/*
+ * Finish the prefetched transfer: its result code, with t->body and t's flags filled.
+ * Waits in short polls so that cancel and statement_timeout are seen within 100 ms.
+ */
+static CURLcode
+prefetch_finish(Transfer *t, StringInfo body, char *errbuf)
+{
+	CURLcode	rc = CURLE_OK;
+	CURLMsg    *msg;
+	int			running = 1;
+	int			left;
+
+	pgstat_report_wait_start(PG_WAIT_EXTENSION);
+	for (;;)
+	{
+		if (curl_multi_perform(curl_multi, &running) != CURLM_OK)
+		{
+			rc = CURLE_RECV_ERROR;
+			break;
+		}
+		if (running == 0)
+			break;
+		(void) curl_multi_poll(curl_multi, NULL, 0, 100, NULL);
+		CHECK_FOR_INTERRUPTS();		/* on error, the transaction's end releases the prefetch */
+	}
+	pgstat_report_wait_end();
+	while ((msg = curl_multi_info_read(curl_multi, &left)) != NULL)
+		if (msg->msg == CURLMSG_DONE && msg->easy_handle == curl_handle)
+			rc = msg->data.result;
+	*t = prefetch.t;
+	t->body = body;
+	resetStringInfo(body);
+	appendBinaryStringInfo(body, prefetch.body.data, prefetch.body.len);
+	strlcpy(errbuf, prefetch.errbuf, CURL_ERROR_SIZE);
+	prefetch_release();
+	return rc;
+}
+
+/* Whether the prefetched request is this one. */
+static bool
+prefetch_matches(bool management, const char *method, const char *url, const char *key)
+{
+	return prefetch.active && prefetch.management == management && strcmp(method, "GET") == 0 &&
+		strcmp(prefetch.url, url) == 0 && strcmp(prefetch.key, key) == 0;
+}
+
+/*
+ * One request to the Junction data (management=false) or Management API,
+ * with retries.  Fills body, returns the final HTTP status.  Transport
+ * failures that survive the retries raise an error; HTTP statuses do not.
+ */
+long
+junction_http_request(bool management, const char *method, const char *path,
+					  Jsonb *query, const char *req_body, StringInfo body)
+{
+	const char *key = check_request(management, method, path, req_body);
+	bool		idempotent = strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0;
+	char	   *url;
+	char		errbuf[CURL_ERROR_SIZE];
+	int			attempt;
+
+	ensure_handle();
+	url = request_url(management, path, query);
 
 	for (attempt = 0;; attempt++)
 	{
 		Transfer	t;
-		struct curl_slist *hdrs = NULL;
-		char	   *auth;
 		CURLcode	rc;
 		long		status = 0;
 		int64		wait_ms;
@@ -409,53 +650,20 @@ junction_http_request(bool management, const char *method, const char *path,
 		memset(&t, 0, sizeof(t));
 		t.body = body;
 		resetStringInfo(body);
-		errbuf[0] = '\0';
 
-		auth = psprintf("%s: %s", management ? "X-Management-Key" : "X-Vital-API-Key", key);
-		hdrs = curl_slist_append(hdrs, auth);
-		hdrs = curl_slist_append(hdrs, "Accept: application/json");
-		if (req_body)
-			hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-
-		curl_easy_reset(curl_handle);	/* keeps the connection cache */
-		curl_easy_setopt(curl_handle, CURLOPT_URL, url.data);
-		curl_easy_setopt(curl_handle, CURLOPT_HTTPHEADER, hdrs);
-		curl_easy_setopt(curl_handle, CURLOPT_USERAGENT, "junction/" JUNCTION_VERSION " (PostgreSQL extension)");
-		curl_easy_setopt(curl_handle, CURLOPT_PROTOCOLS_STR, "http,https");
-		curl_easy_setopt(curl_handle, CURLOPT_FOLLOWLOCATION, 0L);
-		curl_easy_setopt(curl_handle, CURLOPT_SSL_VERIFYPEER, 1L);
-		curl_easy_setopt(curl_handle, CURLOPT_SSL_VERIFYHOST, 2L);
-		curl_easy_setopt(curl_handle, CURLOPT_NOSIGNAL, 1L);
-		curl_easy_setopt(curl_handle, CURLOPT_ACCEPT_ENCODING, "");
-		curl_easy_setopt(curl_handle, CURLOPT_TIMEOUT_MS, (long) junction_http_timeout_ms);
-		curl_easy_setopt(curl_handle, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(junction_http_timeout_ms, 10000));
-		curl_easy_setopt(curl_handle, CURLOPT_ERRORBUFFER, errbuf);
-		curl_easy_setopt(curl_handle, CURLOPT_WRITEFUNCTION, on_body);
-		curl_easy_setopt(curl_handle, CURLOPT_WRITEDATA, &t);
-		curl_easy_setopt(curl_handle, CURLOPT_HEADERFUNCTION, on_header);
-		curl_easy_setopt(curl_handle, CURLOPT_HEADERDATA, &t);
-		curl_easy_setopt(curl_handle, CURLOPT_NOPROGRESS, 0L);
-		curl_easy_setopt(curl_handle, CURLOPT_XFERINFOFUNCTION, on_progress);
-		if (strcmp(method, "GET") != 0)
-			curl_easy_setopt(curl_handle, CURLOPT_CUSTOMREQUEST, method);
-		if (req_body)
+		if (attempt == 0 && prefetch_matches(management, method, url, key))
+			rc = prefetch_finish(&t, body, errbuf);
+		else
 		{
-			curl_easy_setopt(curl_handle, CURLOPT_POSTFIELDS, req_body);
-			curl_easy_setopt(curl_handle, CURLOPT_POSTFIELDSIZE, (long) strlen(req_body));
-		}
-		else if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0)
-		{
-			curl_easy_setopt(curl_handle, CURLOPT_POSTFIELDS, "");
-			curl_easy_setopt(curl_handle, CURLOPT_POSTFIELDSIZE, 0L);
-		}
+			struct curl_slist *hdrs;
 
-		pgstat_report_wait_start(PG_WAIT_EXTENSION);
-		rc = curl_easy_perform(curl_handle);
-		pgstat_report_wait_end();
-		curl_slist_free_all(hdrs);
-		/* the key copy is not needed any more */
-		explicit_bzero(auth, strlen(auth));
-		pfree(auth);
+			prefetch_release();	/* another request: the handle is needed */
+			hdrs = setup_transfer(management, key, method, url, req_body, &t, errbuf);
+			pgstat_report_wait_start(PG_WAIT_EXTENSION);
+			rc = curl_easy_perform(curl_handle);
+			pgstat_report_wait_end();
+			free_headers(hdrs);
+		}
 
 		if (rc == CURLE_ABORTED_BY_CALLBACK)
 		{
@@ -494,6 +702,22 @@ junction_http_request(bool management, const char *method, const char *path,
 			 (long long) wait_ms);
 		sleep_interruptible(wait_ms);
 	}
+}
+
+/*
+ * junction._api_prefetch(path, query): send a data API GET now and return; the next identical
+ * junction_api call in this transaction receives its answer (see Prefetch).
+ */
+Datum
+junction_api_prefetch(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("path must not be null")));
+	prefetch_start(false, text_to_cstring(PG_GETARG_TEXT_PP(0)),
+				   PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1));
+	PG_RETURN_VOID();
 }
 
 /*

@@ -112,9 +112,12 @@ COMMENT ON FUNCTION junction._api_resource(text) IS
   'the junction.resources row of a resource name (event name, or a timeseries REST segment); 22023 if unknown';
 
 -- One Data Access API read of a summary or timeseries resource (one page for timeseries).
--- A profile that does not exist (404) is NULL, not an error.
+-- A profile that does not exist (404) is NULL, not an error. prefetch: only send the request of a
+-- summary or timeseries page (junction._api_prefetch) and return NULL; the same call without
+-- prefetch later in the transaction receives the answer.
 CREATE FUNCTION junction._fetch_page(res junction.resources, user_id uuid, start_date timestamptz,
-                                     end_date timestamptz, provider text, next_cursor text)
+                                     end_date timestamptz, provider text, next_cursor text,
+                                     prefetch boolean DEFAULT false)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -155,10 +158,14 @@ BEGIN
         'end_date', junction._api_time(end_date, res.rest_date_format, true),
         'provider', nullif(provider, ''),
         'next_cursor', next_cursor));
+    IF prefetch THEN
+        PERFORM junction._api_prefetch(path, query);
+        RETURN NULL;
+    END IF;
     RETURN @extschema@.junction_api('GET', path, query);
 END
 $$;
-COMMENT ON FUNCTION junction._fetch_page(junction.resources, uuid, timestamptz, timestamptz, text, text) IS
+COMMENT ON FUNCTION junction._fetch_page(junction.resources, uuid, timestamptz, timestamptz, text, text, boolean) IS
   'one read of a summary or grouped timeseries resource (one page); a missing profile is NULL';
 
 -- The next cursor of a timeseries page; guards against a server that never ends.
@@ -585,14 +592,19 @@ DECLARE
     nc    text;
     total bigint := 0;
 BEGIN
+    page := junction._fetch_page(res, user_id, start_date, end_date, provider, NULL);
     LOOP
-        page := junction._fetch_page(res, user_id, start_date, end_date, provider, nc);
         items := junction._page_items(user_id, res.name, junction._check_groups(page, path));
+        nc := junction._next_cursor(page, nc, path);
+        IF nc IS NOT NULL THEN
+            -- the server prepares the next page while this one is loaded
+            PERFORM junction._fetch_page(res, user_id, start_date, end_date, provider, nc, true);
+        END IF;
         IF items IS NOT NULL THEN
             total := total + junction._upsert_samples(items, conflicts);
         END IF;
-        nc := junction._next_cursor(page, nc, path);
         EXIT WHEN nc IS NULL;
+        page := junction._fetch_page(res, user_id, start_date, end_date, provider, nc);
     END LOOP;
     RETURN total;
 END
@@ -1120,7 +1132,7 @@ REVOKE ALL ON FUNCTION
     junction._api_time(timestamptz, text, boolean),
     junction._raise_http(text, text, integer, jsonb),
     junction._api_resource(text),
-    junction._fetch_page(junction.resources, uuid, timestamptz, timestamptz, text, text),
+    junction._fetch_page(junction.resources, uuid, timestamptz, timestamptz, text, text, boolean),
     junction._next_cursor(jsonb, text, text),
     junction._check_groups(jsonb, text),
     junction_fetch(text, uuid, timestamptz, timestamptz, text),
