@@ -80,9 +80,11 @@ for r in $(seq 1 "$RUNS"); do
 done
 
 # 3. junction_sync into an empty junction.samples (TRUNCATE + CHECKPOINT before each run).
-sync_run() {  # prints "seconds rows"
+sync_run() {  # [keep]: keep the loaded rows (a resync); prints "seconds rows"
+    local truncate="TRUNCATE junction.samples;"
+    [ "${1:-}" = keep ] && truncate=
     psql -qXAt -v ON_ERROR_STOP=1 <<SQL | tail -1
-TRUNCATE junction.samples;
+$truncate
 CHECKPOINT;
 $PSQL_SET
 SELECT clock_timestamp() AS t0 \gset
@@ -100,18 +102,9 @@ for r in $(seq 1 "$RUNS"); do
 done
 ROWS=$(psql -XAtc "SELECT count(*) FROM junction.samples WHERE user_id = '$USER_ID' AND resource = 'heartrate'")
 # a resync over the loaded range (a nightly job): every sample exists, every row is an ON CONFLICT update
-resync_run() {  # prints "seconds rows"
-    psql -qXAt -v ON_ERROR_STOP=1 <<SQL | tail -1
-CHECKPOINT;
-$PSQL_SET
-SELECT clock_timestamp() AS t0 \gset
-SELECT rows_loaded AS n FROM junction_sync('$USER_ID', ARRAY['heartrate'], '$START', '$END') \gset
-SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 3) || ' ' || :n;
-SQL
-}
 best_resync=999
 for r in $(seq 1 "$RUNS"); do
-    read -r s n < <(resync_run)
+    read -r s n < <(sync_run keep)
     best_resync=$(awk -v a="$best_resync" -v b="$s" 'BEGIN { print (b < a) ? b : a }')
 done
 
