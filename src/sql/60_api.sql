@@ -242,6 +242,10 @@ BEGIN
         page := junction._fetch_page(res, user_id, start_date, end_date, provider, nc);
         groups := junction._check_groups(page, path);
         nc := junction._next_cursor(page, nc, path);
+        IF nc IS NOT NULL THEN
+            -- the server prepares the next page while this one is collected
+            PERFORM junction._fetch_page(res, user_id, start_date, end_date, provider, nc, true);
+        END IF;
         pages := pages + 1;
         EXIT WHEN nc IS NULL AND pages = 1;         -- one page: it is the answer
         -- several pages: collect each provider's groups as JSON text (no sorting, no re-nesting
