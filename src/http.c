@@ -487,14 +487,10 @@ static CURLM *curl_multi = NULL;
 static Prefetch prefetch;
 static bool prefetch_callback_registered = false;
 
-/* Abandon the prefetched request, if any (closes its connection if it was not finished). */
+/* Free what a prefetch holds, wiping the key. */
 static void
-prefetch_release(void)
+prefetch_free(void)
 {
-	if (!prefetch.active)
-		return;
-	prefetch.active = false;
-	curl_multi_remove_handle(curl_multi, curl_handle);
 	free_headers(prefetch.hdrs);
 	prefetch.hdrs = NULL;
 	explicit_bzero(prefetch.key, strlen(prefetch.key));
@@ -503,6 +499,17 @@ prefetch_release(void)
 	pfree(prefetch.body.data);
 	prefetch.key = prefetch.url = NULL;
 	prefetch.body.data = NULL;
+}
+
+/* Abandon the prefetched request, if any (closes its connection if it was not finished). */
+static void
+prefetch_release(void)
+{
+	if (!prefetch.active)
+		return;
+	prefetch.active = false;
+	curl_multi_remove_handle(curl_multi, curl_handle);
+	prefetch_free();
 }
 
 /* A prefetch never outlives its transaction. */
@@ -547,11 +554,7 @@ prefetch_start(bool management, const char *path, Jsonb *query)
 	prefetch.hdrs = setup_transfer(management, key, "GET", prefetch.url, NULL, &prefetch.t, prefetch.errbuf);
 	if (curl_multi_add_handle(curl_multi, curl_handle) != CURLM_OK)
 	{
-		free_headers(prefetch.hdrs);
-		explicit_bzero(prefetch.key, strlen(prefetch.key));
-		pfree(prefetch.key);
-		pfree(prefetch.url);
-		pfree(prefetch.body.data);
+		prefetch_free();
 		return;					/* no prefetch: the page is fetched when asked for */
 	}
 	prefetch.active = true;

@@ -3,9 +3,8 @@
  * one row per element of data[], typed.
  *
  * This is the per-sample half of junction._upsert_samples (the group-level fields, the dedupe
- * and the INSERT ... ON CONFLICT stay in SQL). It walks the group's jsonb once and reads each
- * sample's keys by binary search in its container, instead of a dozen jsonb operators per
- * sample; webhooks and junction_sync both load through it. The rules, and the error for each
+ * and the INSERT stay in SQL). It walks the group's jsonb once and each sample's keys in one
+ * pass, instead of a dozen jsonb operators per sample; webhooks and junction_sync both load through it. The rules, and the error for each
  * bad input, are those of the SQL it replaced:
  *
  *   type            sample ->> 'type', else ''

@@ -6,7 +6,6 @@ AS 'MODULE_PATHNAME', 'junction_api' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION junction_api(text, text, jsonb, jsonb) IS
   'call any Junction API endpoint (path like /v2/user/...; query and body as jsonb); errors on non-2xx';
 
--- (status, body) without raising on HTTP statuses: for wrappers that treat some as answers.
 -- Send a data API GET now and return; the next identical junction_api call in this transaction
 -- receives its answer (junction_sync asks for the next page before loading the current one).
 CREATE FUNCTION junction._api_prefetch(path text, query jsonb DEFAULT NULL)
@@ -15,6 +14,7 @@ AS 'MODULE_PATHNAME', 'junction_api_prefetch' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION junction._api_prefetch(text, jsonb) IS
   'send a Data Access API GET in the background; the next identical junction_api call in this transaction takes its answer';
 
+-- (status, body) without raising on HTTP statuses: for wrappers that treat some as answers.
 CREATE FUNCTION junction._api_request(management boolean, method text, path text,
                                       query jsonb DEFAULT NULL, body jsonb DEFAULT NULL,
                                       OUT status integer, OUT body jsonb)
