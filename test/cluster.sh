@@ -2,7 +2,8 @@
 # throwaway Postgres cluster as the postgres user.  Used by run-tests.sh and demo.sh.
 # Needs: root.  Sets PGHOST, PGPORT, PGUSER, PGDATABASE for the cluster it starts.
 
-PG_BIN=/usr/lib/postgresql/15/bin
+# JX_PG_BIN points at another (relocated) copy of the server, so that two checkouts can test side by side.
+PG_BIN=${JX_PG_BIN:-/usr/lib/postgresql/15/bin}
 export PG_CONFIG=$PG_BIN/pg_config
 
 # Install the Debian packages we need, once (idempotent).
