@@ -56,6 +56,20 @@ heartbeat(int processed, int quarantined)
 	SpinLockRelease(&junction_shared->mutex);
 }
 
+/*
+ * The workers run as the bootstrap superuser.  Every name their SQL resolves
+ * (functions, operators, types) must come from pg_catalog or be qualified,
+ * never from a schema another role can write: "$user" and public are the
+ * default path, and the database owner can change the default with ALTER
+ * DATABASE ... SET search_path.  A session-level setting outranks both (and
+ * postgresql.conf on reload), and nothing in the workers' SQL sets it again.
+ */
+static void
+pin_search_path(void)
+{
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
+}
+
 /* Start a transaction with a snapshot, as a worker must before running SQL. */
 static void
 begin_tx(const char *activity)
@@ -85,7 +99,7 @@ trim_inbox(void)
 	if (junction_inbox_retention_s < 0)
 		return;
 	snprintf(sql, sizeof(sql),
-			 "SELECT junction._trim_inbox(make_interval(secs => %d), %d)",
+			 "SELECT junction._trim_inbox(pg_catalog.make_interval(secs => %d), %d)",
 			 junction_inbox_retention_s, RETENTION_BATCH);
 	begin_tx("junction: inbox retention");
 	SPI_connect();
@@ -100,16 +114,16 @@ trim_inbox(void)
  * Jobs travel as jsonb so the C side does not depend on the column types.
  */
 #define BACKFILL_CLAIM_SQL \
-	"SELECT to_jsonb(j)::text FROM junction._backfill_claim() j LIMIT 1"
+	"SELECT pg_catalog.to_jsonb(j)::pg_catalog.text FROM junction._backfill_claim() j LIMIT 1"
 #define BACKFILL_JOB_COLUMNS \
 	"j(kind text, user_id uuid, provider text, resource text, start_date timestamptz, " \
 	"end_date timestamptz, workout_id uuid)"
 #define BACKFILL_RUN_SQL \
 	"SELECT junction._backfill_run(j.kind, j.user_id, j.provider, j.resource, j.start_date, " \
-	"j.end_date, j.workout_id) FROM jsonb_to_record($1::jsonb) AS " BACKFILL_JOB_COLUMNS
+	"j.end_date, j.workout_id) FROM pg_catalog.jsonb_to_record($1::pg_catalog.jsonb) AS " BACKFILL_JOB_COLUMNS
 #define BACKFILL_FAILED_SQL \
 	"SELECT junction._backfill_failed(j.kind, j.user_id, j.provider, j.resource, j.start_date, " \
-	"j.end_date, j.workout_id, $2, $3) FROM jsonb_to_record($1::jsonb) AS " BACKFILL_JOB_COLUMNS
+	"j.end_date, j.workout_id, $2, $3) FROM pg_catalog.jsonb_to_record($1::pg_catalog.jsonb) AS " BACKFILL_JOB_COLUMNS
 
 /* True when backfills can run here: enabled, a key set, the extension created. */
 static bool
@@ -267,6 +281,7 @@ junction_worker_main(Datum arg)
 	before_shmem_exit(worker_cleanup, (Datum) 0);
 
 	BackgroundWorkerInitializeConnection(junction_database, NULL, 0);
+	pin_search_path();
 	if (my_slot == JUNCTION_BACKFILL_SLOT)
 	{
 		pgstat_report_appname("junction backfill");

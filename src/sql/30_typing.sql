@@ -174,7 +174,9 @@ COMMENT ON FUNCTION junction._subxact_room() IS
   'true while this transaction has fewer subtransaction ids than the per-backend cache holds (64)';
 
 -- The rows of junction.samples for a batch of timeseries groups, deduped on the key (the latest
--- received wins) and in key order. One SQL statement, inlined into the INSERTs below.
+-- received wins) and in key order. One SQL statement, inlined into the INSERTs below. Inlining
+-- needs a function without SET clauses, so every name here is qualified (operators and casts
+-- included): parsed in a hostile caller's search_path, it still resolves only in pg_catalog.
 CREATE FUNCTION junction._sample_rows(items junction.typing_item[])
 RETURNS SETOF junction.samples
 LANGUAGE sql STABLE
@@ -189,20 +191,24 @@ AS $fn$
         FROM (
             SELECT i.received_seq, i.user_id, i.resource, i.obj,
                    -- a lookup, not a join: a hash join would copy each (large) item into its table
-                   (SELECT r.value_kind FROM junction.resources AS r WHERE r.name = i.resource) AS value_kind,
+                   (SELECT r.value_kind FROM junction.resources AS r
+                     WHERE r.name OPERATOR(pg_catalog.=) i.resource) AS value_kind,
                    src.provider, src.source_type, src.workout_id, src.source_extra,
                    -- floating time (junction-api.md 2.6): the offset suffix is meaningless for these
-                   src.provider IN ('abbott_libreview', 'freestyle_libre', 'freestyle_libre_ble') AS floating
-            FROM unnest(items) AS i
+                   src.provider OPERATOR(pg_catalog.=) ANY (ARRAY['abbott_libreview', 'freestyle_libre',
+                                                               'freestyle_libre_ble']::pg_catalog.text[]) AS floating
+            FROM pg_catalog.unnest(items) AS i
             CROSS JOIN LATERAL (
-                SELECT coalesce(i.obj #>> '{source,provider}', i.obj #>> '{source,slug}') AS provider,
-                       coalesce(i.obj #>> '{source,type}', 'unknown') AS source_type,
-                       coalesce((i.obj #>> '{source,workout_id}')::uuid,
-                                '00000000-0000-0000-0000-000000000000') AS workout_id,
-                       nullif(jsonb_strip_nulls(jsonb_build_object(
-                           'source_app_id', i.obj #> '{source,app_id}',
-                           'source_device_id', i.obj #> '{source,device_id}',
-                           'source_sport', i.obj #> '{source,sport}')), '{}') AS source_extra
+                SELECT coalesce(i.obj OPERATOR(pg_catalog.#>>) '{source,provider}'::pg_catalog.text[],
+                                i.obj OPERATOR(pg_catalog.#>>) '{source,slug}'::pg_catalog.text[]) AS provider,
+                       coalesce(i.obj OPERATOR(pg_catalog.#>>) '{source,type}'::pg_catalog.text[], 'unknown') AS source_type,
+                       coalesce((i.obj OPERATOR(pg_catalog.#>>) '{source,workout_id}'::pg_catalog.text[])::pg_catalog.uuid,
+                                '00000000-0000-0000-0000-000000000000'::pg_catalog.uuid) AS workout_id,
+                       nullif(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                           'source_app_id'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,app_id}'::pg_catalog.text[],
+                           'source_device_id'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,device_id}'::pg_catalog.text[],
+                           'source_sport'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,sport}'::pg_catalog.text[])),
+                              '{}'::pg_catalog.jsonb) AS source_extra
                 OFFSET 0
             ) AS src
             OFFSET 0

@@ -10,7 +10,9 @@ CREATE FUNCTION junction._wake_at_commit() RETURNS void
 AS 'MODULE_PATHNAME', 'junction_wake_at_commit' LANGUAGE C VOLATILE;
 
 CREATE FUNCTION junction_process_inbox(max_rows integer DEFAULT 1000) RETURNS integer
-AS 'MODULE_PATHNAME', 'junction_process_inbox' LANGUAGE C VOLATILE STRICT;
+AS 'MODULE_PATHNAME', 'junction_process_inbox' LANGUAGE C VOLATILE
+-- the drain's SQL (src/drain.c) resolves names: never through a schema the caller's path adds
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION junction_process_inbox(integer) IS
   'verify, dedupe and type up to max_rows pending deliveries now, in this transaction; returns rows handled';
 
