@@ -349,9 +349,15 @@ junction_drain_batch(int max_rows)
 Datum
 junction_process_inbox(PG_FUNCTION_ARGS)
 {
-	int			max_rows = PG_GETARG_INT32(0);
+	int			max_rows;
 	int			done = 0;
 
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("max_rows must not be null"),
+				 errhint("Call junction_process_inbox() for the default of 1000 rows.")));
+	max_rows = PG_GETARG_INT32(0);
 	if (max_rows < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -32,8 +32,12 @@ COMMENT ON TABLE junction.webhook_secrets IS
 -- A receiver stores a delivery with one call and can do nothing else.
 CREATE FUNCTION junction_receive(headers jsonb, body text)
 RETURNS bigint
-LANGUAGE sql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ INSERT INTO junction.inbox (headers, body) VALUES ($1, $2) RETURNING id $$;
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO junction.inbox (headers, body)
+    VALUES (junction._require($1, 'headers'), junction._require($2, 'body'))
+    RETURNING id
+$$;
 COMMENT ON FUNCTION junction_receive(jsonb, text) IS
   'store one raw webhook delivery in junction.inbox and return its id';
 

@@ -94,6 +94,7 @@ AS $$
 DECLARE
     res junction.resources;
 BEGIN
+    PERFORM junction._require(resource, 'resource');
     SELECT * INTO res
     FROM junction.resources AS r
     WHERE r.name = lower(resource)
@@ -280,17 +281,19 @@ COMMENT ON FUNCTION junction_fetch(text, uuid, timestamptz, timestamptz, text) I
 
 CREATE FUNCTION junction_fetch_workout_stream(workout_id uuid)
 RETURNS jsonb
-LANGUAGE sql VOLATILE STRICT
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT @extschema@.junction_api('GET', format('/v2/timeseries/workouts/%s/stream', workout_id)) $$;
+AS $$ SELECT @extschema@.junction_api('GET', format('/v2/timeseries/workouts/%s/stream',
+                                                   junction._require(workout_id, 'workout_id'))) $$;
 COMMENT ON FUNCTION junction_fetch_workout_stream(uuid) IS
   'a workout''s stream (parallel arrays time, heartrate, cadence, altitude, velocity_smooth, lat, lng, distance, power, ...)';
 
 CREATE FUNCTION junction_fetch_sleep_stream(sleep_id uuid)
 RETURNS jsonb
-LANGUAGE sql VOLATILE STRICT
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT @extschema@.junction_api('GET', format('/v2/timeseries/sleep/%s/stream', sleep_id)) $$;
+AS $$ SELECT @extschema@.junction_api('GET', format('/v2/timeseries/sleep/%s/stream',
+                                                   junction._require(sleep_id, 'sleep_id'))) $$;
 COMMENT ON FUNCTION junction_fetch_sleep_stream(uuid) IS
   'a sleep session''s stream: {hrv: [...], heartrate: [...], hypnogram: [...], respiratory_rate: [...]}';
 
@@ -299,17 +302,18 @@ COMMENT ON FUNCTION junction_fetch_sleep_stream(uuid) IS
 -- ---------------------------------------------------------------------------------------------
 CREATE FUNCTION junction_user(user_id uuid)
 RETURNS jsonb
-LANGUAGE sql VOLATILE STRICT
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT @extschema@.junction_api('GET', '/v2/user/' || user_id) $$;
+AS $$ SELECT @extschema@.junction_api('GET', '/v2/user/' || junction._require(user_id, 'user_id')) $$;
 COMMENT ON FUNCTION junction_user(uuid) IS 'the Junction user (GET /v2/user/{user_id})';
 
 CREATE FUNCTION junction_user_resolve(client_user_id text)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE STRICT
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM junction._require(client_user_id, 'client_user_id');
     IF client_user_id = '' THEN
         RAISE EXCEPTION 'client_user_id must not be empty' USING ERRCODE = '22023';
     END IF;
@@ -328,7 +332,8 @@ AS $$
 DECLARE
     r record;
 BEGIN
-    IF coalesce(client_user_id, '') = '' THEN
+    PERFORM junction._require(client_user_id, 'client_user_id');
+    IF client_user_id = '' THEN
         RAISE EXCEPTION 'client_user_id must not be empty' USING ERRCODE = '22023';
     END IF;
     SELECT * INTO r FROM junction._api_request(false, 'POST', '/v2/user', NULL,
@@ -385,31 +390,34 @@ COMMENT ON FUNCTION junction_users() IS 'every user of the team, one Junction us
 
 CREATE FUNCTION junction_user_delete(user_id uuid)
 RETURNS jsonb
-LANGUAGE sql VOLATILE STRICT
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT @extschema@.junction_api('DELETE', '/v2/user/' || user_id) $$;
+AS $$ SELECT @extschema@.junction_api('DELETE', '/v2/user/' || junction._require(user_id, 'user_id')) $$;
 COMMENT ON FUNCTION junction_user_delete(uuid) IS
   'delete a Junction user (Junction keeps it 7 days for undo); the rows already in junction.* stay';
 
 CREATE FUNCTION junction_connections(user_id uuid)
 RETURNS SETOF jsonb
-LANGUAGE sql VOLATILE STRICT
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT p
-    FROM jsonb_array_elements(@extschema@.junction_api('GET', '/v2/user/providers/' || user_id) -> 'providers') AS p
+    FROM jsonb_array_elements(@extschema@.junction_api('GET', '/v2/user/providers/'
+                                                       || junction._require(user_id, 'user_id')) -> 'providers') AS p
 $$;
 COMMENT ON FUNCTION junction_connections(uuid) IS
   'the user''s provider connections as Junction lists them now, one object per row (GET /v2/user/providers/{user_id})';
 
 CREATE FUNCTION junction_connection_deregister(user_id uuid, provider text)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE STRICT
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     answer jsonb;
 BEGIN
+    PERFORM junction._require(user_id, 'user_id');
+    PERFORM junction._require(provider, 'provider');
     IF provider = '' THEN
         RAISE EXCEPTION 'provider must not be empty' USING ERRCODE = '22023';
     END IF;
