@@ -34,8 +34,10 @@ CREATE FUNCTION junction_receive(headers jsonb, body text)
 RETURNS bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+    -- coalesce calls junction._require (which raises) only for a NULL: nothing on the hot path
     INSERT INTO junction.inbox (headers, body)
-    VALUES (junction._require($1, 'headers'), junction._require($2, 'body'))
+    VALUES (coalesce($1, junction._require(NULL::jsonb, 'headers')),
+            coalesce($2, junction._require(NULL::text, 'body')))
     RETURNING id
 $$;
 COMMENT ON FUNCTION junction_receive(jsonb, text) IS
