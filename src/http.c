@@ -53,7 +53,13 @@ PG_FUNCTION_INFO_V1(junction_api_key_configured_sql);
 char	   *junction_api_key = NULL;
 char	   *junction_api_key_file = NULL;
 char	   *junction_management_key_file = NULL;
-int			junction_http_max_response_kb = 64 * 1024;
+/*
+ * Parsing an answer into jsonb takes about 16 times its size for Junction's pages (47 times for
+ * an array of one-digit numbers, the most values per byte; measured by test/fault_hostile_api.sh):
+ * hence a 16 MB default, and a 32 MB maximum, below which no shape reaches Postgres' 1 GB
+ * allocation limit (an array's JsonbValues: 32 bytes per value, one value per 2 bytes).
+ */
+int			junction_http_max_response_kb = 16 * 1024;
 char	   *junction_api_base_url = NULL;
 char	   *junction_environment = NULL;
 char	   *junction_region = NULL;
@@ -179,7 +185,7 @@ junction_http_define_gucs(void)
 							"Largest Junction API answer accepted; larger ones are refused before they are read.",
 							"Checked against Content-Length and against the bytes received (after decompression). "
 							"A call's memory is a small multiple of this (see the README).",
-							&junction_http_max_response_kb, 64 * 1024, 64, 256 * 1024,
+							&junction_http_max_response_kb, 16 * 1024, 64, 32 * 1024,
 							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomBoolVariable("junction.auto_backfill",
 							 "Fetch the data of historical.data.* and workout stream events automatically.",
@@ -976,7 +982,7 @@ junction_http_request(bool management, const char *method, const char *path,
 					 ? errdetail("Content-Length is %lld bytes; the transfer was refused before its body was read.",
 								 (long long) t.announced)
 					 : errdetail("The transfer was aborted after %zu bytes.", t.limit),
-					 errhint("Ask for less (a shorter date range, a smaller page), or raise junction.http_max_response_size (a superuser setting; memory per call is a small multiple of it).")));
+					 errhint("Ask for less (a shorter date range, a smaller page), or raise junction.http_max_response_size (a superuser setting; parsing an answer takes about 16 to 50 times its size in memory).")));
 		}
 		if (rc != CURLE_OK)
 		{
