@@ -8,23 +8,32 @@
  */
 #include "postgres.h"
 
+#include <sys/stat.h>
 #include <curl/curl.h>
 
-#include "common/jsonapi.h"
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
+#include "common/jsonapi.h"
 #include "common/pg_prng.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/fd.h"
 #include "storage/latch.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "backoff.h"
@@ -34,11 +43,23 @@ PG_FUNCTION_INFO_V1(junction_api);
 PG_FUNCTION_INFO_V1(junction_api_request);
 PG_FUNCTION_INFO_V1(junction_api_base_url_of);
 PG_FUNCTION_INFO_V1(junction_api_prefetch);
+PG_FUNCTION_INFO_V1(junction_redact_sql);
+PG_FUNCTION_INFO_V1(junction_raise_http_error_sql);
+PG_FUNCTION_INFO_V1(junction_api_key_configured_sql);
 
-/* Responses larger than this are refused (a Junction page is a few MB). */
-#define MAX_RESPONSE_BYTES (256 * 1024 * 1024)
+/* A key file larger than this is not a key file. */
+#define MAX_KEY_FILE_BYTES 4096
 
 char	   *junction_api_key = NULL;
+char	   *junction_api_key_file = NULL;
+char	   *junction_management_key_file = NULL;
+/*
+ * Parsing an answer into jsonb takes about 16 times its size for Junction's pages (47 times for
+ * an array of one-digit numbers, the most values per byte; measured by test/fault_hostile_api.sh):
+ * hence a 16 MB default, and a 32 MB maximum, below which no shape reaches Postgres' 1 GB
+ * allocation limit (an array's JsonbValues: 32 bytes per value, one value per 2 bytes).
+ */
+int			junction_http_max_response_kb = 16 * 1024;
 char	   *junction_api_base_url = NULL;
 char	   *junction_environment = NULL;
 char	   *junction_region = NULL;
@@ -56,9 +77,13 @@ static CURL *curl_handle = NULL;
 typedef struct Transfer
 {
 	StringInfo	body;
-	bool		too_big;
+	size_t		limit;			/* junction.http_max_response_size in bytes */
+	bool		too_big;		/* refused: announced or received more than limit */
+	int64		announced;		/* Content-Length when it alone exceeded limit, else -1 */
 	char		retry_after[64];
 } Transfer;
+
+static char *clip(const char *s, int max);
 
 /* Validate the environment GUC. */
 static bool
@@ -109,6 +134,12 @@ junction_http_define_gucs(void)
 							   NULL, &junction_api_key, "",
 							   PGC_SUSET, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
+	DefineCustomStringVariable("junction.api_key_file",
+							   "File holding the Junction team API key (read at each request; setting it and junction.api_key both is an error).",
+							   "Must be a regular file owned by the database user (mode 0600 or less) or by root (0640 or less).",
+							   &junction_api_key_file, "",
+							   PGC_SUSET, GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
 	DefineCustomStringVariable("junction.api_base_url",
 							   "Overrides the Junction API base URL (tests, proxies).",
 							   "Empty: derived from junction.environment and junction.region, or from the key prefix.",
@@ -127,6 +158,12 @@ junction_http_define_gucs(void)
 							   NULL, &junction_management_key, "",
 							   PGC_SUSET, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
+	DefineCustomStringVariable("junction.management_key_file",
+							   "File holding the Junction Management API key (read at each request; setting it and junction.management_key both is an error).",
+							   "Must be a regular file owned by the database user (mode 0600 or less) or by root (0640 or less).",
+							   &junction_management_key_file, "",
+							   PGC_SUSET, GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
 	DefineCustomStringVariable("junction.management_base_url",
 							   "Overrides the Management API base URL (tests, proxies).",
 							   NULL, &junction_management_base_url, "",
@@ -144,19 +181,201 @@ junction_http_define_gucs(void)
 							"Retries after a retryable failure (408, 429, 5xx, connection errors).",
 							NULL, &junction_http_retries, 3, 0, 10,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("junction.http_max_response_size",
+							"Largest Junction API answer accepted; larger ones are refused before they are read.",
+							"Checked against Content-Length and against the bytes received (after decompression). "
+							"A call's memory is a small multiple of this (see the README).",
+							&junction_http_max_response_kb, 16 * 1024, 64, 32 * 1024,
+							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomBoolVariable("junction.auto_backfill",
 							 "Fetch the data of historical.data.* and workout stream events automatically.",
 							 NULL, &junction_auto_backfill, true,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 }
 
-/* The data API's base URL: the override, else environment/region (or the key prefix). */
+/* Wipe and free a palloc'd key. */
+static void
+free_key(char *key)
+{
+	if (key == NULL)
+		return;
+	explicit_bzero(key, strlen(key));
+	pfree(key);
+}
+
+/*
+ * Read a key from the file named by a *_file setting (palloc'd, trimmed). The checks follow
+ * Postgres' own for ssl_key_file: a regular file, owned by the database user with no group or
+ * other access (0600 or less), or owned by root with at most group read (0640 or less).
+ * Errors are F0000 (config_file_error) with a hint; with noerror, NULL instead of an error.
+ */
+static char *
+key_from_file(const char *guc, const char *path, bool noerror)
+{
+	struct stat st;
+	char		buf[MAX_KEY_FILE_BYTES + 1];
+	char	   *start;
+	char	   *end;
+	char	   *key;
+	int			fd;
+	ssize_t		n;
+	int			save_errno;
+
+	fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
+	if (fd < 0)
+	{
+		if (noerror)
+			return NULL;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open %s \"%s\": %m", guc, path),
+				 errhint("Write the key into that file (owned by the database user, mode 0600), or correct %s.", guc)));
+	}
+	if (fstat(fd, &st) != 0)
+	{
+		save_errno = errno;
+		CloseTransientFile(fd);
+		if (noerror)
+			return NULL;
+		errno = save_errno;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not stat %s \"%s\": %m", guc, path)));
+	}
+	if (!S_ISREG(st.st_mode) ||
+		(st.st_uid != geteuid() && st.st_uid != 0) ||
+		(st.st_uid == geteuid() && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) ||
+		(st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)) != 0) ||
+		st.st_size > MAX_KEY_FILE_BYTES)
+	{
+		CloseTransientFile(fd);
+		if (noerror)
+			return NULL;
+		if (!S_ISREG(st.st_mode))
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIG_FILE_ERROR),
+					 errmsg("%s \"%s\" is not a regular file", guc, path)));
+		if (st.st_uid != geteuid() && st.st_uid != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIG_FILE_ERROR),
+					 errmsg("%s \"%s\" must be owned by the database user or root", guc, path),
+					 errhint("chown postgres \"%s\"; chmod 600 \"%s\"", path, path)));
+		if (st.st_size > MAX_KEY_FILE_BYTES)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIG_FILE_ERROR),
+					 errmsg("%s \"%s\" is larger than %d bytes", guc, path, MAX_KEY_FILE_BYTES),
+					 errhint("The file holds the key alone, on one line.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("%s \"%s\" has group or world access", guc, path),
+				 errdetail("File must have permissions u=rw (0600) or less if owned by the database user, or permissions u=rw,g=r (0640) or less if owned by root."),
+				 errhint("chmod 600 \"%s\"", path)));
+	}
+	n = read(fd, buf, MAX_KEY_FILE_BYTES);
+	save_errno = errno;
+	CloseTransientFile(fd);
+	if (n < 0)
+	{
+		if (noerror)
+			return NULL;
+		errno = save_errno;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not read %s \"%s\": %m", guc, path)));
+	}
+	buf[n] = '\0';
+	/* the key alone: surrounding whitespace (a trailing newline) is not part of it */
+	start = buf;
+	end = buf + n;
+	while (start < end && isspace((unsigned char) *start))
+		start++;
+	while (end > start && isspace((unsigned char) end[-1]))
+		end--;
+	*end = '\0';
+	for (char *c = start; c < end; c++)
+	{
+		if ((unsigned char) *c < 0x20 || *c == 0x7f)
+		{
+			explicit_bzero(buf, sizeof(buf));
+			if (noerror)
+				return NULL;
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIG_FILE_ERROR),
+					 errmsg("%s \"%s\" holds more than one line or a control character", guc, path),
+					 errhint("The file holds the key alone, on one line.")));
+		}
+	}
+	if (start == end)
+	{
+		if (noerror)
+			return NULL;
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("%s \"%s\" is empty", guc, path),
+				 errhint("Write the key into that file, on one line.")));
+	}
+	key = pstrdup(start);
+	explicit_bzero(buf, sizeof(buf));
+	return key;
+}
+
+/*
+ * The key to send (palloc'd; the caller wipes it with free_key), or NULL when none is set.
+ * junction.*_key_file, read now, or junction.*_key; both set is an error (F0000), so that a
+ * key left in postgresql.auto.conf is noticed and removed. With noerror, problems give NULL.
+ */
+static char *
+effective_key(bool management, bool noerror)
+{
+	const char *guc = management ? "junction.management_key" : "junction.api_key";
+	const char *fguc = management ? "junction.management_key_file" : "junction.api_key_file";
+	const char *key = management ? junction_management_key : junction_api_key;
+	const char *file = management ? junction_management_key_file : junction_api_key_file;
+	bool		have_key = key != NULL && *key != '\0';
+	bool		have_file = file != NULL && *file != '\0';
+
+	if (have_key && have_file)
+	{
+		if (noerror)
+			return NULL;
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("both %s and %s are set", guc, fguc),
+				 errhint("Keep the file and remove the key from the configuration: ALTER SYSTEM RESET %s; SELECT pg_reload_conf();", guc)));
+	}
+	if (have_file)
+		return key_from_file(fguc, file, noerror);
+	if (have_key)
+		return pstrdup(key);
+	return NULL;
+}
+
+/* Whether a key is configured (a key setting or a key file), without reading the file. */
+bool
+junction_api_key_configured(bool management)
+{
+	const char *key = management ? junction_management_key : junction_api_key;
+	const char *file = management ? junction_management_key_file : junction_api_key_file;
+
+	return (key != NULL && *key != '\0') || (file != NULL && *file != '\0');
+}
+
+/* junction._api_key_configured(management) -> whether requests have a key to send */
+Datum
+junction_api_key_configured_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(junction_api_key_configured(PG_GETARG_BOOL(0)));
+}
+
+/* The data API's base URL: the override, else environment/region (or the key's prefix). */
 static const char *
-data_base_url(void)
+data_base_url(const char *key)
 {
 	const char *env = junction_environment;
 	const char *region = junction_region;
-	const char *key = junction_api_key ? junction_api_key : "";
+
+	if (key == NULL)
+		key = "";
 
 	if (junction_api_base_url && *junction_api_base_url)
 		return junction_api_base_url;
@@ -260,14 +479,17 @@ append_query(StringInfo url, Jsonb *query)
 	}
 }
 
-/* curl write callback: collect the body, refusing absurd sizes. */
+/*
+ * curl write callback: collect the body; past junction.http_max_response_size, abort the
+ * transfer (returning less than n makes curl stop with CURLE_WRITE_ERROR).
+ */
 static size_t
 on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
 	Transfer   *t = (Transfer *) arg;
 	size_t		n = size * nmemb;
 
-	if ((size_t) t->body->len + n > MAX_RESPONSE_BYTES)
+	if ((size_t) t->body->len + n > t->limit)
 	{
 		t->too_big = true;
 		return 0;
@@ -276,12 +498,35 @@ on_body(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-/* curl header callback: remember Retry-After. */
+/*
+ * curl header callback: remember Retry-After; refuse an answer whose Content-Length is over
+ * junction.http_max_response_size before any of its body is read (with compression it is
+ * the compressed size, never more than what on_body would collect).
+ */
 static size_t
 on_header(char *data, size_t size, size_t nmemb, void *arg)
 {
 	Transfer   *t = (Transfer *) arg;
 	size_t		n = size * nmemb;
+
+	if (n > 15 && pg_strncasecmp(data, "content-length:", 15) == 0)
+	{
+		char		num[32];
+		size_t		len = Min(n - 15, sizeof(num) - 1);
+		char	   *endp;
+		long long	cl;
+
+		memcpy(num, data + 15, len);
+		num[len] = '\0';
+		errno = 0;
+		cl = strtoll(num, &endp, 10);
+		if (errno == 0 && endp != num && cl > 0 && (unsigned long long) cl > t->limit)
+		{
+			t->too_big = true;
+			t->announced = cl;
+			return 0;
+		}
+	}
 
 	if (n > 12 && pg_strncasecmp(data, "retry-after:", 12) == 0)
 	{
@@ -353,11 +598,11 @@ ensure_handle(void)
 				 errmsg("could not initialise libcurl")));
 }
 
-/* The checks every request passes before anything is sent; returns the key to send. */
-static const char *
+/* The checks every request passes before anything is sent; returns the key to send (free_key it). */
+static char *
 check_request(bool management, const char *method, const char *path, const char *req_body)
 {
-	const char *key = management ? junction_management_key : junction_api_key;
+	char	   *key;
 
 	if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0 && strcmp(method, "PUT") != 0 &&
 		strcmp(method, "PATCH") != 0 && strcmp(method, "DELETE") != 0)
@@ -375,23 +620,24 @@ check_request(bool management, const char *method, const char *path, const char 
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid API path \"%s\"", path),
 				 errhint("A path starts with / and has no query string, fragment, spaces or \"..\"; pass query parameters as jsonb.")));
-	if (key == NULL || *key == '\0')
+	key = effective_key(management, false);
+	if (key == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("%s is not set", management ? "junction.management_key" : "junction.api_key"),
-				 errhint("As a superuser: ALTER SYSTEM SET %s = '...'; SELECT pg_reload_conf();",
-						 management ? "junction.management_key" : "junction.api_key")));
+				 errhint("As a superuser, put the key in a file only the database user can read, then: ALTER SYSTEM SET %s = '/path/to/file'; SELECT pg_reload_conf();",
+						 management ? "junction.management_key_file" : "junction.api_key_file")));
 	return key;
 }
 
 /* The full URL of a request: base, path and query string (palloc'd). */
 static char *
-request_url(bool management, const char *path, Jsonb *query)
+request_url(bool management, const char *key, const char *path, Jsonb *query)
 {
 	const char *base = management
 		? ((junction_management_base_url && *junction_management_base_url)
 		   ? junction_management_base_url : "https://api.management.junction.com")
-		: data_base_url();
+		: data_base_url(key);
 	StringInfoData url;
 
 	initStringInfo(&url);
@@ -525,7 +771,7 @@ prefetch_xact_callback(XactEvent event, void *arg)
 static void
 prefetch_start(bool management, const char *path, Jsonb *query)
 {
-	const char *key = check_request(management, "GET", path, NULL);
+	char	   *key = check_request(management, "GET", path, NULL);
 	char	   *url;
 	MemoryContext old;
 	int			running;
@@ -542,15 +788,19 @@ prefetch_start(bool management, const char *path, Jsonb *query)
 		RegisterXactCallback(prefetch_xact_callback, NULL);
 		prefetch_callback_registered = true;
 	}
-	url = request_url(management, path, query);
+	url = request_url(management, key, path, query);
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	prefetch.url = pstrdup(url);
 	prefetch.key = pstrdup(key);
 	initStringInfo(&prefetch.body);
 	MemoryContextSwitchTo(old);
+	free_key(key);
+	key = prefetch.key;
 	prefetch.management = management;
 	memset(&prefetch.t, 0, sizeof(prefetch.t));
 	prefetch.t.body = &prefetch.body;
+	prefetch.t.limit = (size_t) junction_http_max_response_kb * 1024;
+	prefetch.t.announced = -1;
 	prefetch.hdrs = setup_transfer(management, key, "GET", prefetch.url, NULL, &prefetch.t, prefetch.errbuf);
 	if (curl_multi_add_handle(curl_multi, curl_handle) != CURLM_OK)
 	{
@@ -626,6 +876,49 @@ prefetch_matches(bool management, const char *method, const char *url, const cha
 }
 
 /*
+ * Every answer is checked before anything parses or shows it: JSON is UTF-8 (RFC 8259), and
+ * jsonb would store invalid bytes as they are, which pg_dump cannot restore. A 2xx answer that
+ * is not valid UTF-8 is an error (22021, without the bytes); an error answer's body is replaced
+ * by a note so that its status still gives the error. In a database whose encoding is not UTF-8
+ * a valid answer is converted to it (an untranslatable character is Postgres' usual 22P05).
+ * A NUL byte is left to the JSON check (22P02).
+ */
+static void
+check_encoding(const char *method, const char *path, long status, StringInfo body)
+{
+	char	   *conv;
+
+	if (body->len == 0 || memchr(body->data, '\0', body->len) != NULL)
+		return;
+	if (!pg_verify_mbstr(PG_UTF8, body->data, body->len, true))
+	{
+		int			len = body->len;
+		int			valid = pg_encoding_verifymbstr(PG_UTF8, body->data, body->len);
+
+		if (status >= 200 && status <= 299)
+			ereport(ERROR,
+					(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+					 errmsg("junction API %s %s returned an answer that is not valid UTF-8", method, path),
+					 errdetail("The answer has %d bytes; the first invalid byte sequence starts at byte %d. Nothing was stored.",
+							   len, valid + 1),
+					 errhint("JSON must be UTF-8; jsonb would keep such bytes as they are, and pg_dump could not restore them.")));
+		resetStringInfo(body);
+		appendStringInfo(body, "{\"detail\": \"(the answer of %d bytes is not valid UTF-8; first invalid byte sequence at byte %d)\"}",
+						 len, valid + 1);
+		return;
+	}
+	if (GetDatabaseEncoding() == PG_UTF8 || GetDatabaseEncoding() == PG_SQL_ASCII)
+		return;
+	conv = pg_any_to_server(body->data, body->len, PG_UTF8);
+	if (conv != body->data)
+	{
+		resetStringInfo(body);
+		appendStringInfoString(body, conv);
+		pfree(conv);
+	}
+}
+
+/*
  * One request to the Junction data (management=false) or Management API,
  * with retries.  Fills body, returns the final HTTP status.  Transport
  * failures that survive the retries raise an error; HTTP statuses do not.
@@ -634,14 +927,14 @@ long
 junction_http_request(bool management, const char *method, const char *path,
 					  Jsonb *query, const char *req_body, StringInfo body)
 {
-	const char *key = check_request(management, method, path, req_body);
+	char	   *key = check_request(management, method, path, req_body);
 	bool		idempotent = strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0;
 	char	   *url;
 	char		errbuf[CURL_ERROR_SIZE];
 	int			attempt;
 
 	ensure_handle();
-	url = request_url(management, path, query);
+	url = request_url(management, key, path, query);
 
 	for (attempt = 0;; attempt++)
 	{
@@ -652,6 +945,8 @@ junction_http_request(bool management, const char *method, const char *path,
 
 		memset(&t, 0, sizeof(t));
 		t.body = body;
+		t.limit = (size_t) junction_http_max_response_kb * 1024;
+		t.announced = -1;
 		resetStringInfo(body);
 
 		if (attempt == 0 && prefetch_matches(management, method, url, key))
@@ -676,10 +971,19 @@ junction_http_request(bool management, const char *method, const char *path,
 					 errmsg("junction API %s %s canceled", method, path)));
 		}
 		if (t.too_big)
+		{
+			free_key(key);
+			resetStringInfo(body);
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("junction API %s %s: response larger than %d MB", method, path,
-							MAX_RESPONSE_BYTES / (1024 * 1024))));
+					 errmsg("junction API %s %s: the answer is larger than junction.http_max_response_size (%d kB)",
+							method, path, junction_http_max_response_kb),
+					 t.announced >= 0
+					 ? errdetail("Content-Length is %lld bytes; the transfer was refused before its body was read.",
+								 (long long) t.announced)
+					 : errdetail("The transfer was aborted after %zu bytes.", t.limit),
+					 errhint("Ask for less (a shorter date range, a smaller page), or raise junction.http_max_response_size (a superuser setting; parsing an answer takes about 16 to 50 times its size in memory).")));
+		}
 		if (rc != CURLE_OK)
 		{
 			if (attempt >= junction_http_retries || !curl_code_is_retryable(rc, idempotent))
@@ -696,7 +1000,11 @@ junction_http_request(bool management, const char *method, const char *path,
 			curl_easy_getinfo(curl_handle, CURLINFO_RESPONSE_CODE, &status);
 			if (!jx_status_is_retryable(status) || attempt >= junction_http_retries ||
 				(!idempotent && status != 429 && status != 503))
+			{
+				free_key(key);
+				check_encoding(method, path, status, body);
 				return status;
+			}
 			wait_ms = jx_backoff_ms(attempt, jx_parse_retry_after(t.retry_after[0] ? t.retry_after : NULL,
 																  time(NULL)),
 									pg_prng_double(&pg_global_prng_state));
@@ -762,13 +1070,202 @@ junction_parse_response(const char *method, const char *path, StringInfo body)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("junction API %s %s returned invalid JSON", method, path),
-				 errdetail("The response starts with: %.80s", body->data)));
+				 errdetail("The response starts with: %s", clip(junction_redact(body->data, NIL), 80))));
 	return res;
 }
 
-/* Junction's "detail" text from an error body (or the body's start). */
+/* Add a string never to repeat to the list (too short ones would redact everything). */
+static List *
+add_needle(List *needles, const char *s, int len)
+{
+	if (s != NULL && len >= 8)
+		needles = lappend(needles, pnstrdup(s, len));
+	return needles;
+}
+
+/* Longest first, so that a secret is replaced whole before its base64 body alone is looked for. */
+static int
+needle_cmp(const ListCell *a, const ListCell *b)
+{
+	return (int) strlen((char *) lfirst(b)) - (int) strlen((char *) lfirst(a));
+}
+
+/* The signing secrets in junction.webhook_secrets, read whatever the caller may read. */
+static List *
+add_webhook_secrets(List *needles)
+{
+	Oid			nsp;
+	Oid			relid;
+	Relation	rel;
+	AttrNumber	att;
+	Snapshot	snap;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	if (!IsTransactionState() ||
+		!OidIsValid(nsp = get_namespace_oid("junction", true)) ||
+		!OidIsValid(relid = get_relname_relid("webhook_secrets", nsp)) ||
+		(att = get_attnum(relid, "secret")) == InvalidAttrNumber)
+		return needles;
+	rel = table_open(relid, AccessShareLock);
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	scan = table_beginscan(rel, snap, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, att, RelationGetDescr(rel), &isnull);
+		char	   *sec;
+		char	   *tok;
+		char	   *save;
+
+		if (isnull)
+			continue;
+		sec = TextDatumGetCString(d);
+		/* a row may hold several secrets separated by spaces; each with and without whsec_ */
+		for (tok = strtok_r(sec, " \t\r\n", &save); tok != NULL; tok = strtok_r(NULL, " \t\r\n", &save))
+		{
+			needles = add_needle(needles, tok, strlen(tok));
+			if (strncmp(tok, "whsec_", 6) == 0)
+				needles = add_needle(needles, tok + 6, strlen(tok + 6));
+		}
+		explicit_bzero(sec, strlen(sec));
+		pfree(sec);
+	}
+	table_endscan(scan);
+	UnregisterSnapshot(snap);
+	table_close(rel, AccessShareLock);
+	return needles;
+}
+
+/* Characters of a whsec_ secret's body (standard and URL-safe base64). */
+static bool
+is_secret_char(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		c == '+' || c == '/' || c == '=' || c == '_' || c == '-';
+}
+
+/*
+ * The one redaction of every text an API answer puts in an error (data and Management API,
+ * C and SQL callers): the data API key and the Management key (from their settings or files),
+ * every signing secret in junction.webhook_secrets with and without its whsec_ prefix, the
+ * strings in extra (what the request sent, e.g. a new secret) become "[redacted]", and
+ * anything else shaped like whsec_<base64> becomes "whsec_[redacted]". palloc'd.
+ */
+char *
+junction_redact(const char *s, List *extra)
+{
+	List	   *needles = NIL;
+	ListCell   *lc;
+	StringInfoData out;
+	char	   *cur = pstrdup(s);
+	const char *p;
+	char	   *k;
+
+	for (int m = 0; m <= 1; m++)
+	{
+		if ((k = effective_key(m == 1, true)) != NULL)
+		{
+			needles = add_needle(needles, k, strlen(k));
+			free_key(k);
+		}
+	}
+	foreach(lc, extra)
+		needles = add_needle(needles, (char *) lfirst(lc), strlen((char *) lfirst(lc)));
+	needles = add_webhook_secrets(needles);
+	list_sort(needles, needle_cmp);
+
+	foreach(lc, needles)
+	{
+		char	   *needle = (char *) lfirst(lc);
+		size_t		nlen = strlen(needle);
+		char	   *hit;
+
+		if (strstr(cur, needle) == NULL)
+			continue;
+		initStringInfo(&out);
+		p = cur;
+		while ((hit = strstr(p, needle)) != NULL)
+		{
+			appendBinaryStringInfo(&out, p, hit - p);
+			appendStringInfoString(&out, "[redacted]");
+			p = hit + nlen;
+		}
+		appendStringInfoString(&out, p);
+		pfree(cur);
+		cur = out.data;
+	}
+	foreach(lc, needles)
+		explicit_bzero(lfirst(lc), strlen((char *) lfirst(lc)));
+	list_free_deep(needles);
+
+	/* whsec_ shapes not configured anywhere */
+	initStringInfo(&out);
+	p = cur;
+	for (;;)
+	{
+		const char *hit = strstr(p, "whsec_");
+		const char *e;
+
+		if (hit == NULL)
+			break;
+		e = hit + 6;
+		while (is_secret_char(*e))
+			e++;
+		appendBinaryStringInfo(&out, p, hit - p);
+		appendStringInfoString(&out, e > hit + 6 ? "whsec_[redacted]" : "whsec_");
+		p = e;
+	}
+	appendStringInfoString(&out, p);
+	explicit_bzero(cur, strlen(cur));
+	pfree(cur);
+	return out.data;
+}
+
+/* The first max bytes of s, never cutting a character in two (palloc'd). */
 static char *
-error_detail(StringInfo body)
+clip(const char *s, int max)
+{
+	int			len = strlen(s);
+
+	return pnstrdup(s, len <= max ? len : pg_mbcliplen(s, len, max));
+}
+
+/* The strings of a text[] argument as a List of C strings (NULLs skipped). */
+static List *
+text_array_list(ArrayType *arr)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *out = NIL;
+
+	if (arr == NULL)
+		return NIL;
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			out = lappend(out, TextDatumGetCString(elems[i]));
+	return out;
+}
+
+/* junction._redact(s text, extra text[] DEFAULT NULL) -> s with keys and secrets redacted */
+Datum
+junction_redact_sql(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(junction_redact(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+													 PG_ARGISNULL(1) ? NIL
+													 : text_array_list(PG_GETARG_ARRAYTYPE_P(1)))));
+}
+
+/*
+ * Junction's "detail" text from an error body (or the body's start), redacted before it is
+ * cut to 200 bytes (so that no cut-off part of a secret survives).
+ */
+static char *
+error_detail(StringInfo body, List *extra)
 {
 	JsonLexContext *lex;
 	Jsonb	   *j;
@@ -778,26 +1275,30 @@ error_detail(StringInfo body)
 		return pstrdup("(empty response)");
 	lex = makeJsonLexContextCstringLen(body->data, body->len, GetDatabaseEncoding(), false);
 	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
-		return psprintf("%.200s", body->data);
+		return clip(junction_redact(body->data, extra), 200);
 	j = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body->data)));
 	if (JB_ROOT_IS_OBJECT(j) &&
 		(v = getKeyJsonValueFromContainer(&j->root, "detail", 6, NULL)) != NULL)
 	{
 		if (v->type == jbvString)
-			return pnstrdup(v->val.string.val, v->val.string.len);
+			return junction_redact(pnstrdup(v->val.string.val, v->val.string.len), extra);
 		if (v->type == jbvBinary)
-			return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+			return junction_redact(JsonbToCString(NULL, v->val.binary.data, v->val.binary.len), extra);
 	}
-	return psprintf("%.200s", body->data);
+	return clip(junction_redact(body->data, extra), 200);
 }
 
-/* Raise the SQL error for a non-2xx answer. */
-void
-junction_raise_http_error(bool management, const char *method, const char *path,
-						  long status, StringInfo body)
+/*
+ * Raise the SQL error for a non-2xx answer, for the data and the Management API alike.
+ * extra: strings the request sent that must not be repeated (e.g. a new signing secret); when
+ * there are any, the statement (which may hold them as literals) is kept out of the log.
+ */
+static void
+raise_http_error(bool management, const char *method, const char *path,
+				 long status, StringInfo body, List *extra)
 {
 	int			code;
-	char	   *detail = error_detail(body);
+	char	   *detail = error_detail(body, extra);
 
 	if (status == 401 || status == 403)
 		code = ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION;
@@ -811,13 +1312,44 @@ junction_raise_http_error(bool management, const char *method, const char *path,
 		code = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
 	ereport(ERROR,
 			(errcode(code),
-			 errmsg("junction API %s %s failed with HTTP %ld", method, path, status),
+			 errmsg("junction %sAPI %s %s failed with HTTP %ld", management ? "Management " : "",
+					method, path, status),
 			 errdetail("%s", detail),
+			 extra != NIL ? errhidestmt(true) : 0,
 			 (status == 401 || status == 403)
-			 ? errhint("Check %s (a superuser sets it with ALTER SYSTEM SET %s = '...'; SELECT pg_reload_conf();).",
-					   management ? "junction.management_key" : "junction.api_key",
-					   management ? "junction.management_key" : "junction.api_key")
+			 ? (management
+				? errhint("Check junction.management_key_file (or junction.management_key): the Management API takes an organisation Management key (mg_...), not a team API key.")
+				: errhint("Check junction.api_key_file (or junction.api_key): a superuser writes the key to a file only the database user can read, then ALTER SYSTEM SET junction.api_key_file = '/path/to/file'; SELECT pg_reload_conf();"))
 			 : 0));
+}
+
+void
+junction_raise_http_error(bool management, const char *method, const char *path,
+						  long status, StringInfo body)
+{
+	raise_http_error(management, method, path, status, body, NIL);
+}
+
+/*
+ * junction._raise_http_error(management, method, path, status, body jsonb, redact text[])
+ *   raises what junction_api raises for that answer: for SQL wrappers of junction._api_request.
+ */
+Datum
+junction_raise_http_error_sql(PG_FUNCTION_ARGS)
+{
+	StringInfoData body;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("management, method, path and status must not be null")));
+	initStringInfo(&body);
+	if (!PG_ARGISNULL(4))
+		appendStringInfoString(&body, JsonbToCString(NULL, &PG_GETARG_JSONB_P(4)->root, -1));
+	raise_http_error(PG_GETARG_BOOL(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
+					 text_to_cstring(PG_GETARG_TEXT_PP(2)), (long) PG_GETARG_INT32(3), &body,
+					 PG_ARGISNULL(5) ? NIL : text_array_list(PG_GETARG_ARRAYTYPE_P(5)));
+	PG_RETURN_VOID();
 }
 
 /* Upper-cased copy of a text argument. */
@@ -899,7 +1431,7 @@ junction_api_request(PG_FUNCTION_ARGS)
 			/* not JSON: wrap the start of the text as {"detail": "..."} */
 			initStringInfo(&wrapped);
 			appendStringInfoString(&wrapped, "{\"detail\": ");
-			escape_json(&wrapped, pnstrdup(body.data, Min(body.len, 500)));
+			escape_json(&wrapped, clip(junction_redact(body.data, NIL), 500));
 			appendStringInfoChar(&wrapped, '}');
 			res = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(wrapped.data)));
 		}
@@ -922,5 +1454,11 @@ junction_api_base_url_of(PG_FUNCTION_ARGS)
 		PG_RETURN_TEXT_P(cstring_to_text((junction_management_base_url && *junction_management_base_url)
 										 ? junction_management_base_url
 										 : "https://api.management.junction.com"));
-	PG_RETURN_TEXT_P(cstring_to_text(data_base_url()));
+	{
+		char	   *key = effective_key(false, true);
+		text	   *url = cstring_to_text(data_base_url(key));
+
+		free_key(key);
+		PG_RETURN_TEXT_P(url);
+	}
 }

@@ -11,6 +11,7 @@
 #include "storage/latch.h"
 #include "storage/spin.h"
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 
 #include "signature.h"
@@ -56,6 +57,8 @@ extern long junction_http_request(bool management, const char *method, const cha
 extern Jsonb *junction_parse_response(const char *method, const char *path, StringInfo body);
 extern void junction_raise_http_error(bool management, const char *method, const char *path,
 									  long status, StringInfo body);
+extern char *junction_redact(const char *s, List *extra);
+extern bool junction_api_key_configured(bool management);
 
 /* junction.c */
 extern void junction_wake_workers(void);

@@ -41,7 +41,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 CONTROL_HELP = {
     "POST /_mock/faults": "{path_prefix, method?, repeat?, responses:[{status?, headers?, body?, "
-                          "content_type?, delay_ms?, drop?, truncate?}]} -> queue scripted responses",
+                          "content_type?, delay_ms?, drop?, truncate?, template?, body_b64?, generate?, "
+                          "chunked?}]} -> queue scripted responses. template: true replaces {api_key}, "
+                          "{management_key} and {request_body} in body with what the request sent "
+                          "(JSON-string-escaped); "
+                          "body_b64: raw body bytes (e.g. invalid UTF-8); generate: {bytes, shape?: "
+                          "samples|numbers} a valid JSON answer of that size; chunked: true sends "
+                          "Transfer-Encoding: chunked without Content-Length",
     "GET /_mock/faults": "pending fault rules",
     "DELETE /_mock/faults": "clear pending faults",
     "POST /_mock/reset": "clear faults, users, webhooks, counters, request log, caches; config back to CLI",
@@ -724,6 +730,36 @@ def gen_ep_id():
     return "ep_" + "".join(secrets.choice(alphabet) for _ in range(27))
 
 
+def generated_json(nbytes, shape="samples"):
+    """A valid JSON document of exactly nbytes bytes (cached): an object holding an array of
+    timeseries-like samples ("samples") or of one-digit numbers ("numbers", the most elements
+    per byte), padded with spaces to the size."""
+    key = (nbytes, shape)
+    hit = _GENERATED.get(key)
+    if hit is not None:
+        return hit
+    if shape == "numbers":
+        head, item, tail = b'{"data":[', b"7,", b"7]}"
+    else:
+        head, tail = b'{"data":[', b']}'
+        item = (b'{"timestamp":"2024-01-01T00:00:00+00:00","value":72.0,"type":"automatic",'
+                b'"unit":"bpm","timezone_offset":0},')
+    n = max(0, (nbytes - len(head) - len(tail) - (len(b"7") if shape == "numbers" else 0)) // len(item))
+    if shape == "numbers":
+        body = head + item * n + tail
+    else:
+        body = head + (item * n)[:-1] + tail if n else head + tail
+    if len(body) > nbytes:
+        body = b"[]"
+    body += b" " * (nbytes - len(body))
+    _GENERATED.clear()
+    _GENERATED[key] = body
+    return body
+
+
+_GENERATED = {}
+
+
 def gen_secret():
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
@@ -807,7 +843,8 @@ class Mock:
         responses = spec.get("responses")
         if not isinstance(responses, list) or not responses:
             raise validation_error(("body", "responses"), "responses must be a non-empty list")
-        allowed = {"status", "headers", "body", "content_type", "delay_ms", "drop", "truncate"}
+        allowed = {"status", "headers", "body", "content_type", "delay_ms", "drop", "truncate",
+                   "template", "body_b64", "generate", "chunked"}
         for i, r in enumerate(responses):
             if not isinstance(r, dict) or not set(r) <= allowed or not r:
                 raise validation_error(("body", "responses", i), "each response is an object with keys from %s"
@@ -816,6 +853,17 @@ class Mock:
                 raise validation_error(("body", "responses", i, "status"), "status must be an int 100..599")
             if "headers" in r and not isinstance(r["headers"], dict):
                 raise validation_error(("body", "responses", i, "headers"), "headers must be an object")
+            if "body_b64" in r:
+                try:
+                    base64.b64decode(r["body_b64"], validate=True)
+                except (binascii.Error, TypeError, ValueError):
+                    raise validation_error(("body", "responses", i, "body_b64"), "body_b64 must be base64")
+            g = r.get("generate")
+            if g is not None and not (isinstance(g, dict) and isinstance(g.get("bytes"), int)
+                                      and 2 <= g["bytes"] <= 512 * 1024 * 1024
+                                      and g.get("shape", "samples") in ("samples", "numbers")):
+                raise validation_error(("body", "responses", i, "generate"),
+                                       "generate is {bytes: 2..512 MiB, shape?: samples|numbers}")
         repeat = spec.get("repeat", 1)
         if not isinstance(repeat, int) or repeat < 1:
             raise validation_error(("body", "repeat"), "repeat must be a positive int")
@@ -1580,7 +1628,8 @@ class Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n > 0 else b""
 
-    def send(self, status, payload, headers=None, content_type="application/json", truncate=False):
+    def send(self, status, payload, headers=None, content_type="application/json", truncate=False,
+             chunked=False):
         """Write one response; payload is bytes, None (empty) or a JSON-able object."""
         if payload is None:
             body = b""
@@ -1595,7 +1644,10 @@ class Handler(BaseHTTPRequestHandler):
                  "Date: " + self.date_time_string()]
         if status != 204 or body:
             lines.append("Content-Type: " + content_type)
-        lines.append("Content-Length: %d" % len(body))
+        if chunked:
+            lines.append("Transfer-Encoding: chunked")
+        else:
+            lines.append("Content-Length: %d" % len(body))
         for k, v in (headers or {}).items():
             lines.append("%s: %s" % (k, v))
         if self.close_connection or truncate:
@@ -1605,6 +1657,12 @@ class Handler(BaseHTTPRequestHandler):
             if truncate:
                 self.wfile.write(head + body[:len(body) // 2])
                 self.hard_close()
+            elif chunked:
+                self.wfile.write(head)
+                for i in range(0, len(body), 65536):
+                    part = body[i:i + 65536]
+                    self.wfile.write(b"%x\r\n" % len(part) + part + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
             elif len(body) < 65536:
                 self.wfile.write(head + body)
             else:
@@ -1655,15 +1713,25 @@ class Handler(BaseHTTPRequestHandler):
                 m.record(entry, None, None, 0)
                 return
             extra_headers = {str(k): str(v) for k, v in (fault.get("headers") or {}).items()}
-            if "body" in fault or fault.get("status", 200) >= 400:
+            if any(k in fault for k in ("body", "body_b64", "generate")) or fault.get("status", 200) >= 400:
                 status = fault.get("status", 200)
                 payload = fault.get("body")
-                if payload is None:
+                if "body_b64" in fault:
+                    payload = base64.b64decode(fault["body_b64"])
+                elif "generate" in fault:
+                    payload = generated_json(fault["generate"]["bytes"], fault["generate"].get("shape", "samples"))
+                elif payload is None:
                     payload = {"detail": self.responses.get(status, ("Error",))[0]}
                 elif not isinstance(payload, str):
                     payload = DUMPS(payload)
+                if fault.get("template") and isinstance(payload, str):
+                    # echo what the request sent: a hostile or careless API repeating secrets
+                    for name, value in (("{api_key}", self.headers.get("X-Vital-API-Key") or ""),
+                                        ("{management_key}", self.headers.get("X-Management-Key") or ""),
+                                        ("{request_body}", req.body.decode("utf-8", "replace"))):
+                        payload = payload.replace(name, json.dumps(value)[1:-1])   # JSON-string-escaped
                 n = self.send(status, payload, extra_headers, fault.get("content_type", "application/json"),
-                              truncate=bool(fault.get("truncate")))
+                              truncate=bool(fault.get("truncate")), chunked=bool(fault.get("chunked")))
                 m.record(entry, "fault", status, n)
                 return
             status_override = fault.get("status")

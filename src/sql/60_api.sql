@@ -57,29 +57,9 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    code   text;
-    detail text;
-    msg    text := format('junction API %s %s failed with HTTP %s', method, path, status);
 BEGIN
-    code := CASE
-              WHEN status IN (401, 403) THEN '28000'
-              WHEN status = 404 THEN '42704'
-              WHEN status = 429 THEN '53400'
-              WHEN status BETWEEN 400 AND 499 THEN '22023'
-              ELSE '38000'
-            END;
-    detail := CASE
-                WHEN body IS NULL THEN '(empty response)'
-                WHEN jsonb_typeof(body -> 'detail') = 'string' THEN body ->> 'detail'
-                WHEN body ? 'detail' THEN (body -> 'detail')::text
-                ELSE left(body::text, 200)
-              END;
-    IF status IN (401, 403) THEN
-        RAISE EXCEPTION USING ERRCODE = code, MESSAGE = msg, DETAIL = detail,
-            HINT = 'Check junction.api_key (a superuser sets it with ALTER SYSTEM SET junction.api_key = ''...''; SELECT pg_reload_conf();).';
-    END IF;
-    RAISE EXCEPTION USING ERRCODE = code, MESSAGE = msg, DETAIL = detail;
+    -- one implementation (src/http.c), so the detail is redacted as junction_api redacts it
+    PERFORM junction._raise_http_error(false, method, path, status, body);
 END
 $$;
 COMMENT ON FUNCTION junction._raise_http(text, text, integer, jsonb) IS
@@ -837,14 +817,14 @@ CREATE TYPE junction.backfill_job AS (
 COMMENT ON TYPE junction.backfill_job IS 'one claimed backfill: a range of one resource, or one workout stream';
 
 -- Claim at most one due job: mark it running and count the attempt. Nothing is claimed while
--- junction.api_key is empty (the jobs would only fail).
+-- no API key is configured (the jobs would only fail).
 CREATE FUNCTION junction._backfill_claim()
 RETURNS SETOF junction.backfill_job
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF coalesce(current_setting('junction.api_key', true), '') = '' THEN
+    IF NOT junction._api_key_configured(false) THEN
         RETURN;
     END IF;
     RETURN QUERY
@@ -878,7 +858,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION junction._backfill_claim() IS
-  'claim one due backfill job (FOR UPDATE SKIP LOCKED), mark it running, count the attempt; none while junction.api_key is empty';
+  'claim one due backfill job (FOR UPDATE SKIP LOCKED), mark it running, count the attempt; none while no API key is configured';
 
 -- Run a claimed job: load exactly that user/provider/resource/range, or fetch that workout
 -- stream; mark it done (unless a newer event re-queued it meanwhile). Returns rows loaded.
@@ -1022,9 +1002,9 @@ BEGIN
     IF max_jobs IS NULL OR max_jobs < 0 THEN
         RAISE EXCEPTION 'max_jobs must be >= 0' USING ERRCODE = '22023';
     END IF;
-    IF coalesce(current_setting('junction.api_key', true), '') = '' THEN
+    IF NOT junction._api_key_configured(false) THEN
         RAISE EXCEPTION 'junction.api_key is not set' USING ERRCODE = '28000',
-            HINT = 'As a superuser: ALTER SYSTEM SET junction.api_key = ''...''; SELECT pg_reload_conf();';
+            HINT = 'As a superuser, put the key in a file only the database user can read, then: ALTER SYSTEM SET junction.api_key_file = ''/path/to/file''; SELECT pg_reload_conf();';
     END IF;
     WHILE ran < max_jobs LOOP
         SELECT * INTO job FROM junction._backfill_claim();

@@ -38,8 +38,9 @@ END
 $$;
 
 -- One Management API call; raises on a non-2xx answer like junction_api() does on the data
--- API.  `redact` lists strings (secrets sent in the request) never to repeat in the error;
--- the management key and anything shaped like a whsec_ secret are always redacted.
+-- API, through the same C code (junction._raise_http_error).  `redact` lists strings (secrets
+-- sent in the request) never to repeat in the error; the keys, the stored signing secrets and
+-- anything shaped like a whsec_ secret are always redacted.
 CREATE FUNCTION junction._management(method text, path text, query jsonb DEFAULT NULL,
                                      body jsonb DEFAULT NULL, redact text[] DEFAULT NULL)
 RETURNS jsonb
@@ -49,10 +50,6 @@ DECLARE
     m      text := upper(method);
     st     integer;
     res    jsonb;
-    detail text;
-    key    text;
-    s      text;
-    msg    text;
 BEGIN
     -- (the C client would send a GET with a body as a POST)
     IF m = 'GET' AND body IS NOT NULL THEN
@@ -62,38 +59,8 @@ BEGIN
     IF st BETWEEN 200 AND 299 THEN
         RETURN res;
     END IF;
-
-    detail := CASE
-        WHEN res IS NULL THEN '(empty response)'
-        WHEN jsonb_typeof(res) = 'object' AND res ? 'detail' THEN
-            CASE jsonb_typeof(res -> 'detail') WHEN 'string' THEN res ->> 'detail'
-                                               ELSE (res -> 'detail')::text END
-        ELSE left(res::text, 200)
-    END;
-    BEGIN
-        key := current_setting('junction.management_key', true);
-    EXCEPTION WHEN insufficient_privilege THEN
-        key := NULL;
-    END;
-    FOREACH s IN ARRAY coalesce(redact, '{}'::text[]) || key LOOP
-        IF s IS NOT NULL AND s <> '' THEN
-            detail := replace(detail, s, '[redacted]');
-        END IF;
-    END LOOP;
-    detail := regexp_replace(detail, 'whsec_[A-Za-z0-9+/=_-]*', 'whsec_[redacted]', 'g');
-
-    msg := format('junction Management API %s %s failed with HTTP %s', m, path, st);
-    IF st IN (401, 403) THEN
-        RAISE EXCEPTION USING ERRCODE = '28000', MESSAGE = msg, DETAIL = detail,
-            HINT = 'Check junction.management_key: the Management API takes an organisation '
-                   'Management key (mg_...), not a team API key. A superuser sets it with '
-                   'ALTER SYSTEM SET junction.management_key = ''...''; SELECT pg_reload_conf();';
-    END IF;
-    RAISE EXCEPTION USING MESSAGE = msg, DETAIL = detail,
-        ERRCODE = CASE WHEN st = 404 THEN '42704'
-                       WHEN st = 429 THEN '53400'
-                       WHEN st BETWEEN 400 AND 499 THEN '22023'
-                       ELSE '38000' END;
+    PERFORM junction._raise_http_error(true, m, path, st, res, redact);
+    RETURN NULL;  -- not reached
 END
 $$;
 COMMENT ON FUNCTION junction._management(text, text, jsonb, jsonb, text[]) IS
@@ -293,6 +260,8 @@ CREATE FUNCTION junction_webhook_create(url text, filter_types text[] DEFAULT NU
                                         secret text DEFAULT NULL)
 RETURNS junction.webhook_endpoint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- a failing call is logged without its statement, which may hold the secret as a literal
+SET log_min_error_statement = panic
 AS $$
 DECLARE
     b jsonb;
@@ -398,6 +367,8 @@ COMMENT ON FUNCTION junction_webhook_headers(text) IS
 CREATE FUNCTION junction_webhook_set_headers(id text, headers jsonb)
 RETURNS TABLE (name text, value text, sensitive boolean)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- a failing call is logged without its statement, which may hold the secret as a literal
+SET log_min_error_statement = panic
 AS $$
 BEGIN
     IF headers IS NULL OR jsonb_typeof(headers) <> 'object'
@@ -445,6 +416,8 @@ CREATE FUNCTION junction_webhook_secret_rotate(id text, new_secret text DEFAULT 
 RETURNS TABLE (webhook_id text, secret_added boolean, previous_secrets integer,
                previous_expire_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- a failing call is logged without its statement, which may hold the secret as a literal
+SET log_min_error_statement = panic
 AS $$
 #variable_conflict use_column
 DECLARE
