@@ -1629,8 +1629,10 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n > 0 else b""
 
     def send(self, status, payload, headers=None, content_type="application/json", truncate=False,
-             chunked=False):
-        """Write one response; payload is bytes, None (empty) or a JSON-able object."""
+             chunked=False, record=None):
+        """Write one response; payload is bytes, None (empty) or a JSON-able object.  record(n) is
+        called with the body's length before the first byte goes out, so a client that has its
+        answer always finds the request in the log and the stats."""
         if payload is None:
             body = b""
         elif isinstance(payload, (bytes, bytearray)):
@@ -1653,6 +1655,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.close_connection or truncate:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if record:
+            record(len(body))
         try:
             if truncate:
                 self.wfile.write(head + body[:len(body) // 2])
@@ -1709,8 +1713,8 @@ class Handler(BaseHTTPRequestHandler):
             if fault.get("delay_ms"):
                 time.sleep(fault["delay_ms"] / 1000.0)
             if fault.get("drop"):
-                self.hard_close()
                 m.record(entry, None, None, 0)
+                self.hard_close()
                 return
             extra_headers = {str(k): str(v) for k, v in (fault.get("headers") or {}).items()}
             if any(k in fault for k in ("body", "body_b64", "generate")) or fault.get("status", 200) >= 400:
@@ -1730,17 +1734,17 @@ class Handler(BaseHTTPRequestHandler):
                                         ("{management_key}", self.headers.get("X-Management-Key") or ""),
                                         ("{request_body}", req.body.decode("utf-8", "replace"))):
                         payload = payload.replace(name, json.dumps(value)[1:-1])   # JSON-string-escaped
-                n = self.send(status, payload, extra_headers, fault.get("content_type", "application/json"),
-                              truncate=bool(fault.get("truncate")), chunked=bool(fault.get("chunked")))
-                m.record(entry, "fault", status, n)
+                self.send(status, payload, extra_headers, fault.get("content_type", "application/json"),
+                          truncate=bool(fault.get("truncate")), chunked=bool(fault.get("chunked")),
+                          record=lambda n: m.record(entry, "fault", status, n))
                 return
             status_override = fault.get("status")
         route, status, payload, headers = self.route(m, req)
         headers.update(extra_headers)
         if status_override:
             status = status_override
-        n = self.send(status, payload, headers, truncate=bool(fault and fault.get("truncate")))
-        m.record(entry, route, status, n, req.samples)
+        self.send(status, payload, headers, truncate=bool(fault and fault.get("truncate")),
+                  record=lambda n: m.record(entry, route, status, n, req.samples))
 
     @staticmethod
     def log_entry(m, req):
