@@ -528,6 +528,12 @@ data GET "$S" --max-time 1
 check "delay beyond the client timeout (curl 28)" test "$CURL_RC" = 28
 data GET "$S"
 status "mock serves normally after a client gave up" 200
+# the abandoned request finishes (and is logged) 2 s later: wait for it, so later counts are exact
+for i in $(seq 1 50); do
+    ctl GET "requests?path_prefix=/v2/summary"
+    [ "$(jb 'any((e.get("fault") or {}).get("delay_ms") == 3000 for e in d)')" = True ] && break
+    sleep 0.1
+done
 ctl POST faults -d '{"path_prefix": "/v2/user", "method": "POST", "repeat": 2, "responses": [{"status": 500, "body": {"detail": "boom"}}]}'
 data GET "/v2/user"
 status "method filter: GET not faulted" 200
