@@ -1,16 +1,20 @@
 /*
  * drain.c — one batch of inbox work: claim pending rows (FOR UPDATE SKIP
- * LOCKED), verify each signature in C, type the verified ones set-based in a
- * subtransaction, and fall back to one subtransaction per row when the batch
+ * LOCKED) up to junction.batch_size rows and junction.batch_bytes bytes,
+ * check each in C (the row's own fields, signature, encoding, JSON shape),
+ * type the good ones set-based in a subtransaction, and bisect a batch that
  * fails, so a poison row is quarantined with its reason and the rest commit.
- * Shared by the background worker and junction_process_inbox().
+ * Nothing a row holds can fail the batch: whatever it trips ends in its
+ * quarantine.  Shared by the background worker and junction_process_inbox().
  */
 #include "postgres.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -23,8 +27,12 @@
 
 PG_FUNCTION_INFO_V1(junction_process_inbox);
 
-/* Rows fetched from the claim cursor at a time (bounds memory for huge bodies). */
+/* Rows fetched from the claim cursor at a time (tuples hold toast pointers, not bodies). */
 #define CLAIM_CHUNK 32
+/* Longest quarantine reason stored (a JSON error can quote a 20 MB token). */
+#define REASON_MAX 1000
+/* Longest svix-id accepted (Svix sends ~31 bytes; events.svix_id is a B-tree key). */
+#define SVIX_ID_MAX 256
 
 static SPIPlanPtr secrets_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
@@ -39,6 +47,23 @@ typedef struct Claimed
 	const char *error;			/* quarantine reason, NULL if fine */
 	char		sqlstate[6];
 } Claimed;
+
+/* Record why a row is quarantined (message clipped to REASON_MAX bytes, in cxt). */
+static void
+set_error(Claimed *row, MemoryContext cxt, const char *sqlstate, const char *message)
+{
+	int			len = strlen(message);
+
+	if (len > REASON_MAX)
+	{
+		len = pg_mbcliplen(message, len, REASON_MAX);
+		row->error = MemoryContextStrdup(cxt, psprintf("%.*s...", len, message));
+	}
+	else
+		row->error = MemoryContextStrdup(cxt, message);
+	strlcpy(row->sqlstate, sqlstate, sizeof(row->sqlstate));
+	row->svix_id = NULL;
+}
 
 /* Forget prepared plans (after the extension was dropped and re-created). */
 void
@@ -214,9 +239,170 @@ quarantine(Claimed *rows, int n)
 		elog(ERROR, "junction: could not quarantine inbox rows");
 }
 
-/* Verify one claimed tuple; fills the row's svix_id or its error. */
+/* What the JSON pre-check learns about a body's top level. */
+typedef struct BodyShape
+{
+	JsonLexContext *lex;
+	JsonTokenType top;			/* first token: object/array start or a scalar */
+	bool		has_event_type;
+	JsonTokenType event_type;	/* first token of the (last) top-level event_type value */
+} BodyShape;
+
 static void
-verify_row(Claimed *row, HeapTuple tup, TupleDesc desc, const jx_keyset *ks)
+shape_object_start(void *state)
+{
+	BodyShape  *sh = (BodyShape *) state;
+
+	if (sh->lex->lex_level == 0)
+		sh->top = JSON_TOKEN_OBJECT_START;
+}
+
+static void
+shape_array_start(void *state)
+{
+	BodyShape  *sh = (BodyShape *) state;
+
+	if (sh->lex->lex_level == 0)
+		sh->top = JSON_TOKEN_ARRAY_START;
+}
+
+/* A top-level field starts: the lexer's current token is the first one of its value. */
+static void
+shape_field_start(void *state, char *fname, bool isnull)
+{
+	BodyShape  *sh = (BodyShape *) state;
+
+	if (sh->lex->lex_level == 1 && fname != NULL && strcmp(fname, "event_type") == 0)
+	{
+		/* jsonb keeps the last of duplicate keys, and so do we */
+		sh->has_event_type = true;
+		sh->event_type = sh->lex->token_type;
+	}
+}
+
+/* jsonb_typeof's name for a value starting with this token. */
+static const char *
+json_type_name(JsonTokenType t)
+{
+	switch (t)
+	{
+		case JSON_TOKEN_OBJECT_START:
+			return "object";
+		case JSON_TOKEN_ARRAY_START:
+			return "array";
+		case JSON_TOKEN_STRING:
+			return "string";
+		case JSON_TOKEN_NUMBER:
+			return "number";
+		case JSON_TOKEN_TRUE:
+		case JSON_TOKEN_FALSE:
+			return "boolean";
+		case JSON_TOKEN_NULL:
+			return "null";
+		default:
+			return "unknown";
+	}
+}
+
+/*
+ * What C can see before typing: the body is valid JSON, an object, with a
+ * string event_type (the same rules, reasons and SQLSTATEs as the checks in
+ * junction._apply_deliveries, which stay as the second line).  Returns NULL
+ * when fine, else the reason, with *sqlstate set.  May ereport (stack depth,
+ * out of memory): the caller runs it in a subtransaction.
+ */
+static char *
+check_body_json(char *data, int len, const char **sqlstate)
+{
+	BodyShape	sh;
+	JsonSemAction sem;
+	JsonParseErrorType err;
+
+	memset(&sh, 0, sizeof(sh));
+	memset(&sem, 0, sizeof(sem));
+	sh.lex = makeJsonLexContextCstringLen(data, len, GetDatabaseEncoding(), true);
+	sh.top = JSON_TOKEN_INVALID;
+	sem.semstate = &sh;
+	sem.object_start = shape_object_start;
+	sem.array_start = shape_array_start;
+	sem.object_field_start = shape_field_start;
+	err = pg_parse_json(sh.lex, &sem);
+	if (err != JSON_SUCCESS)
+	{
+		/* the SQLSTATEs jsonb_in would raise for the same input */
+		*sqlstate = (err == JSON_UNICODE_CODE_POINT_ZERO || err == JSON_UNICODE_HIGH_ESCAPE)
+			? "22P05" : "22P02";
+		return psprintf("webhook body is not valid JSON: %s", json_errdetail(err, sh.lex));
+	}
+	if (sh.top == JSON_TOKEN_INVALID)
+	{
+		/* a scalar: its type is the first token's */
+		JsonLexContext *lex = makeJsonLexContextCstringLen(data, len, GetDatabaseEncoding(), false);
+
+		if (json_lex(lex) == JSON_SUCCESS)
+			sh.top = lex->token_type;
+	}
+	if (sh.top != JSON_TOKEN_OBJECT_START)
+	{
+		*sqlstate = "22023";
+		return psprintf("webhook body is a JSON %s, not an object", json_type_name(sh.top));
+	}
+	if (!sh.has_event_type || sh.event_type == JSON_TOKEN_NULL)
+	{
+		*sqlstate = "23502";
+		return pstrdup("webhook body has no event_type");
+	}
+	if (sh.event_type != JSON_TOKEN_STRING)
+	{
+		*sqlstate = "22023";
+		return psprintf("event_type must be a string, not %s", json_type_name(sh.event_type));
+	}
+	return NULL;
+}
+
+/* Where text stops being valid in the encoding we store; -1 if it is all valid. */
+static int
+invalid_encoding_at(const char *data, int len, int encoding)
+{
+	int			ok = pg_encoding_verifymbstr(encoding, data, len);
+
+	return ok < len ? ok : -1;
+}
+
+/* The encoding bodies must be in: the database's, or UTF-8 (JSON's) in a SQL_ASCII database. */
+static int
+body_encoding(void)
+{
+	int			enc = GetDatabaseEncoding();
+
+	return enc == PG_SQL_ASCII ? PG_UTF8 : enc;
+}
+
+/* Reason for bytes that are not valid in the encoding, quoting up to 4 of them in hex. */
+static char *
+encoding_reason(const char *what, const char *data, int len, int at, int encoding)
+{
+	StringInfoData s;
+	int			i;
+
+	initStringInfo(&s);
+	appendStringInfo(&s, "%s is not valid %s: invalid byte sequence at byte %d:", what,
+					 pg_encoding_to_char(encoding), at);
+	for (i = at; i < len && i < at + 4; i++)
+		appendStringInfo(&s, " 0x%02x", (unsigned char) data[i]);
+	return s.data;
+}
+
+/*
+ * Check one claimed tuple in C, in work_cxt (reset by the caller): the row's
+ * own fields, its signature, the encoding of what we will store, the JSON
+ * shape of the body.  Fills row->svix_id (in keep_cxt) or the row's error.
+ * Row problems become quarantine reasons; anything thrown (a damaged toast
+ * value, stack depth, memory) is caught by the caller's subtransaction.
+ */
+static void
+verify_row(Claimed *row, HeapTuple tup, TupleDesc desc, const jx_keyset *ks,
+		   MemoryContext keep_cxt)
 {
 	bool		isnull;
 	Jsonb	   *headers;
@@ -225,56 +411,249 @@ verify_row(Claimed *row, HeapTuple tup, TupleDesc desc, const jx_keyset *ks)
 	jx_sig_headers h;
 	jx_sig_result r;
 	jx_bytes	b;
-
-	Datum		headers_datum,
-				body_datum;
+	int			at;
+	const char *state;
+	char	   *reason;
+	int			enc = body_encoding();
+	Datum		headers_d,
+				body_d;
 
 	row->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-	headers_datum = SPI_getbinval(tup, desc, 2, &isnull);
-	body_datum = SPI_getbinval(tup, desc, 3, &isnull);
-	headers = DatumGetJsonbP(headers_datum);
-	body = DatumGetTextPP(body_datum);
+	/* the table's constraints keep these out; rows from before them, or without them, still come here */
+	headers_d = SPI_getbinval(tup, desc, 2, &isnull);
+	if (isnull)
+	{
+		set_error(row, keep_cxt, "23502", "inbox row has no headers (headers is null)");
+		return;
+	}
+	body_d = SPI_getbinval(tup, desc, 3, &isnull);
+	if (isnull)
+	{
+		set_error(row, keep_cxt, "23502", "inbox row has no body (body is null)");
+		return;
+	}
 	received_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+	if (isnull)
+	{
+		set_error(row, keep_cxt, "23502", "inbox row has no received_at (received_at is null)");
+		return;
+	}
+	headers = DatumGetJsonbP(headers_d);
+	body = DatumGetTextPP(body_d);
+	if (TIMESTAMP_NOT_FINITE(received_at))
+	{
+		set_error(row, keep_cxt, "22008",
+				  psprintf("received_at is %s: the svix-timestamp cannot be checked against it",
+						   TIMESTAMP_IS_NOBEGIN(received_at) ? "-infinity" : "infinity"));
+		return;
+	}
+	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
+	{
+		set_error(row, keep_cxt, "22023",
+				  psprintf("headers must be a JSON object, not %s",
+						   JB_ROOT_IS_SCALAR(headers) ? "a scalar" : "an array"));
+		return;
+	}
 
 	junction_headers_from_jsonb(headers, &h);
 	b.data = VARDATA_ANY(body);
 	b.len = VARSIZE_ANY_EXHDR(body);
 	r = jx_verify(ks, &h, b, junction_unix_seconds(received_at),
 				  junction_signature_tolerance_s);
-	if (r == JX_SIG_OK)
-		row->svix_id = pnstrdup(h.id.data, h.id.len);
-	else
+	if (r != JX_SIG_OK)
 	{
-		row->error = psprintf("webhook signature check failed: %s", jx_sig_result_name(r));
-		strcpy(row->sqlstate, "28000");
+		set_error(row, keep_cxt, "28000",
+				  psprintf("webhook signature check failed: %s", jx_sig_result_name(r)));
+		return;
 	}
-	/* detoasted copies live in the batch context: free them now, bodies can be megabytes */
-	if ((Pointer) body != DatumGetPointer(body_datum))
-		pfree(body);
-	if ((Pointer) headers != DatumGetPointer(headers_datum))
-		pfree(headers);
+
+	/* signed: now what we would store and parse */
+	if (h.id.len > SVIX_ID_MAX)
+	{
+		set_error(row, keep_cxt, "22001",
+				  psprintf("svix-id header is %zu bytes long, more than %d", h.id.len, SVIX_ID_MAX));
+		return;
+	}
+	if ((at = invalid_encoding_at(h.id.data, h.id.len, enc)) >= 0)
+	{
+		set_error(row, keep_cxt, "22021",
+				  encoding_reason("svix-id header", h.id.data, h.id.len, at, enc));
+		return;
+	}
+	if ((at = invalid_encoding_at(b.data, b.len, enc)) >= 0)
+	{
+		set_error(row, keep_cxt, "22021", encoding_reason("webhook body", b.data, b.len, at, enc));
+		return;
+	}
+	if ((reason = check_body_json((char *) b.data, b.len, &state)) != NULL)
+	{
+		set_error(row, keep_cxt, state, reason);
+		return;
+	}
+	row->svix_id = MemoryContextStrdup(keep_cxt, pnstrdup(h.id.data, h.id.len));
+}
+
+/*
+ * Check n tuples of a fetched chunk: all in one read-only subtransaction
+ * (no XID), and, if anything throws, again one row per subtransaction so the
+ * row that threw is quarantined with its error and the others go on.
+ */
+static void
+verify_rows(Claimed *rows, SPITupleTable *tt, int n, const jx_keyset *ks,
+			MemoryContext keep_cxt, MemoryContext work_cxt)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = true;
+	volatile int j;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		int			i;
+
+		for (i = 0; i < n; i++)
+		{
+			MemoryContextSwitchTo(work_cxt);
+			verify_row(&rows[i], tt->vals[i], tt->tupdesc, ks, keep_cxt);
+			MemoryContextReset(work_cxt);
+		}
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		if (error_is_transient(edata->sqlerrcode))
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextReset(work_cxt);
+	if (ok)
+		return;
+
+	for (j = 0; j < n; j++)
+	{
+		Claimed    *row = &rows[j];
+
+		memset(row, 0, sizeof(*row));
+		BeginInternalSubTransaction(NULL);
+		PG_TRY();
+		{
+			MemoryContextSwitchTo(work_cxt);
+			verify_row(row, tt->vals[j], tt->tupdesc, ks, keep_cxt);
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcxt);
+			CurrentResourceOwner = oldowner;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+			bool		isnull;
+
+			MemoryContextSwitchTo(oldcxt);
+			edata = CopyErrorData();
+			if (error_is_transient(edata->sqlerrcode))
+				PG_RE_THROW();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcxt);
+			CurrentResourceOwner = oldowner;
+			row->id = DatumGetInt64(SPI_getbinval(tt->vals[j], tt->tupdesc, 1, &isnull));
+			set_error(row, keep_cxt, unpack_sql_state(edata->sqlerrcode),
+					  edata->message ? edata->message : "unknown error");
+			FreeErrorData(edata);
+		}
+		PG_END_TRY();
+		MemoryContextReset(work_cxt);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * Type rows[0..n): the whole range in one subtransaction; if that raises,
+ * each half on its own, down to single rows, which are quarantined with their
+ * own error.  k bad rows in a batch of n cost about 2·k·log2(n) subtransactions
+ * instead of n; a half that succeeds stays committed.  Transient errors are
+ * re-thrown by apply_in_subxact.
+ */
+static void
+apply_bisect(Claimed *rows, int n, int *subxacts)
+{
+	ErrorData  *edata = NULL;
+	int			k = 0,
+				i,
+				half,
+				mid;
+
+	for (i = 0; i < n; i++)
+		if (rows[i].svix_id != NULL && rows[i].error == NULL)
+			k++;
+	if (k == 0)
+		return;
+	(*subxacts)++;
+	if (apply_in_subxact(rows, n, &edata))
+		return;
+	CHECK_FOR_INTERRUPTS();
+	if (k == 1)
+	{
+		for (i = 0; i < n; i++)
+		{
+			if (rows[i].svix_id != NULL && rows[i].error == NULL)
+			{
+				set_error(&rows[i], CurrentMemoryContext, unpack_sql_state(edata->sqlerrcode),
+						  edata->message ? edata->message : "unknown error");
+				break;
+			}
+		}
+		FreeErrorData(edata);
+		return;
+	}
+	FreeErrorData(edata);
+	/* split where half of the typable rows lie on each side */
+	half = k / 2;
+	for (mid = 0, i = 0; mid < n; mid++)
+	{
+		if (rows[mid].svix_id != NULL && rows[mid].error == NULL && ++i > half)
+			break;
+	}
+	apply_bisect(rows, mid, subxacts);
+	apply_bisect(rows + mid, n - mid, subxacts);
 }
 
 /* Claim and handle one batch.  Caller provides a transaction and snapshot. */
 JunctionDrainResult
 junction_drain_batch(int max_rows)
 {
-	JunctionDrainResult res = {0, 0, 0, false};
+	JunctionDrainResult res = {0};
 	MemoryContext batch_cxt,
+				work_cxt,
 				oldcxt;
 	jx_keyset	ks;
 	Claimed    *rows;
-	int			n = 0,
-				i;
+	volatile int n = 0;
+	int			i;
 	Portal		cur;
 	Datum		limit;
 	Oid			int4type = INT4OID;
-	ErrorData  *edata = NULL;
+	volatile int64 bytes = 0;
 
 	if (max_rows <= 0)
 		return res;
 	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "junction batch",
 									  ALLOCSET_DEFAULT_SIZES);
+	work_cxt = AllocSetContextCreate(batch_cxt, "junction row check",
+									 ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(batch_cxt);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "junction: SPI_connect failed");
@@ -285,45 +664,53 @@ junction_drain_batch(int max_rows)
 			res.no_secret = true;
 		else
 		{
+			/* sizes from the toast headers: nothing is detoasted to count it */
 			keep_plan(&claim_plan,
-					  "SELECT id, headers, body, received_at FROM junction.inbox "
+					  "SELECT id, headers, body, received_at, "
+					  "coalesce(octet_length(body)::bigint, 0) + coalesce(pg_column_size(headers)::bigint, 0) "
+					  "FROM junction.inbox "
 					  "WHERE status = 'pending' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
 					  1, &int4type);
 			rows = MemoryContextAllocZero(batch_cxt, sizeof(Claimed) * max_rows);
 			limit = Int32GetDatum(max_rows);
 			cur = SPI_cursor_open(NULL, claim_plan, &limit, NULL, false);
-			for (;;)
+			while (!res.full)
 			{
-				SPI_cursor_fetch(cur, true, CLAIM_CHUNK);
+				SPITupleTable *tt;
+				int			take = 0;
+
+				SPI_cursor_fetch(cur, true, Min(CLAIM_CHUNK, max_rows - n));
 				if (SPI_processed == 0)
 					break;
+				tt = SPI_tuptable;
+				/* rows up to the byte limit; the first row of a batch is taken whatever its size */
+				for (i = 0; i < (int) SPI_processed && n + take < max_rows; i++)
+				{
+					bool		isnull;
+					int64		len = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 5, &isnull));
+
+					if (n + take > 0 && bytes + len > junction_batch_bytes)
+					{
+						res.full = true;
+						break;
+					}
+					bytes += len;
+					take++;
+				}
 				MemoryContextSwitchTo(batch_cxt);
-				for (i = 0; i < (int) SPI_processed && n < max_rows; i++)
-					verify_row(&rows[n++], SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &ks);
-				SPI_freetuptable(SPI_tuptable);
+				verify_rows(&rows[n], tt, take, &ks, batch_cxt, work_cxt);
+				n += take;
+				SPI_freetuptable(tt);
+				if (n >= max_rows)
+					res.full = true;
 				CHECK_FOR_INTERRUPTS();
 			}
 			SPI_cursor_close(cur);
 			MemoryContextSwitchTo(batch_cxt);
 			res.claimed = n;
 
-			/* the whole verified batch at once; row by row if that fails */
-			if (!apply_in_subxact(rows, n, &edata))
-			{
-				for (i = 0; i < n; i++)
-				{
-					if (rows[i].error != NULL)
-						continue;
-					edata = NULL;
-					if (!apply_in_subxact(&rows[i], 1, &edata))
-					{
-						rows[i].error = edata->message ? edata->message : "unknown error";
-						strlcpy(rows[i].sqlstate, unpack_sql_state(edata->sqlerrcode),
-								sizeof(rows[i].sqlstate));
-					}
-					CHECK_FOR_INTERRUPTS();
-				}
-			}
+			/* the whole checked batch at once; bisected if that fails */
+			apply_bisect(rows, n, &res.subxacts);
 			quarantine(rows, n);
 			for (i = 0; i < n; i++)
 			{
@@ -332,6 +719,9 @@ junction_drain_batch(int max_rows)
 				else
 					res.processed++;
 			}
+			if (res.subxacts > 1)
+				elog(DEBUG1, "junction: batch of %d rows (%lld bytes): %d quarantined, %d typing subtransactions",
+					 n, (long long) bytes, res.quarantined, res.subxacts);
 		}
 	}
 	PG_FINALLY();

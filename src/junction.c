@@ -16,6 +16,7 @@
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "junction.h"
@@ -31,6 +32,7 @@ PG_FUNCTION_INFO_V1(junction_worker_state);
 char	   *junction_database = NULL;
 int			junction_workers = 1;
 int			junction_batch_size = 500;
+int			junction_batch_bytes = 16 * 1024 * 1024;
 int			junction_poll_interval_ms = 1000;
 int			junction_inbox_retention_s = 7 * 24 * 3600;
 int			junction_signature_tolerance_s = 300;
@@ -88,6 +90,12 @@ define_gucs(void)
 							"Inbox rows claimed per transaction by a worker.",
 							NULL, &junction_batch_size, 500, 1, 100000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("junction.batch_bytes",
+							"Delivery bytes (body plus headers) claimed per transaction by a worker.",
+							"A batch ends at junction.batch_size rows or at this many bytes, whichever "
+							"comes first; a delivery larger than this is drained alone.",
+							&junction_batch_bytes, 16 * 1024 * 1024, 1024, MaxAllocSize,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
 	DefineCustomIntVariable("junction.poll_interval",
 							"Longest a worker sleeps between inbox checks when not woken.",
 							NULL, &junction_poll_interval_ms, 1000, 10, 3600 * 1000,

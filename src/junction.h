@@ -25,6 +25,7 @@
 extern char *junction_database;
 extern int	junction_workers;
 extern int	junction_batch_size;
+extern int	junction_batch_bytes;
 extern int	junction_poll_interval_ms;
 extern int	junction_inbox_retention_s;
 extern int	junction_signature_tolerance_s;
@@ -74,6 +75,8 @@ typedef struct JunctionDrainResult
 	int			processed;
 	int			quarantined;
 	bool		no_secret;
+	bool		full;			/* stopped at junction.batch_size or junction.batch_bytes */
+	int			subxacts;		/* typing subtransactions the batch needed */
 } JunctionDrainResult;
 extern JunctionDrainResult junction_drain_batch(int max_rows);
 extern void junction_drain_reset_plans(void);

@@ -315,7 +315,7 @@ junction_worker_main(Datum arg)
 
 			commit_tx();
 			heartbeat(r.processed, r.quarantined);
-			more = (r.claimed >= junction_batch_size);
+			more = r.full;	/* a limit ended the batch: more may be waiting */
 			if (TimestampDifferenceExceeds(last_trim, GetCurrentTimestamp(), RETENTION_EVERY_MS))
 			{
 				trim_inbox();

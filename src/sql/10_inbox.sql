@@ -2,8 +2,10 @@
 
 CREATE TABLE junction.inbox (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    received_at  timestamptz NOT NULL DEFAULT now(),
-    headers      jsonb NOT NULL,
+    received_at  timestamptz NOT NULL DEFAULT now()
+                 CONSTRAINT inbox_received_at_finite CHECK (isfinite(received_at)),
+    headers      jsonb NOT NULL
+                 CONSTRAINT inbox_headers_object CHECK (jsonb_typeof(headers) = 'object'),
     body         text NOT NULL,
     status       text NOT NULL DEFAULT 'pending'
                  CHECK (status IN ('pending', 'processed', 'quarantined')),
@@ -12,6 +14,8 @@ CREATE TABLE junction.inbox (
     sqlstate     text,
     processed_at timestamptz
 );
+-- The constraints keep out what no delivery can be; the drain still checks every row for
+-- them (rows from before a constraint, or with one disabled) and quarantines, never fails.
 COMMENT ON TABLE junction.inbox IS
   'raw webhook deliveries (headers as sent, body byte for byte); pending -> processed | quarantined';
 -- The worker's queue: only pending rows, in arrival order.
