@@ -125,13 +125,11 @@ trim_inbox(void)
 	"SELECT junction._backfill_failed(j.kind, j.user_id, j.provider, j.resource, j.start_date, " \
 	"j.end_date, j.workout_id, $2, $3) FROM pg_catalog.jsonb_to_record($1::pg_catalog.jsonb) AS " BACKFILL_JOB_COLUMNS
 
-/* True when backfills can run here: enabled, a key set, the extension created. */
+/* True when backfills can run here: enabled, a key (or key file) set, the extension created. */
 static bool
 backfill_enabled(void)
 {
-	extern char *junction_api_key;
-
-	return junction_auto_backfill && junction_api_key != NULL && junction_api_key[0] != '\0' &&
+	return junction_auto_backfill && junction_api_key_configured(false) &&
 		OidIsValid(get_extension_oid("junction", true));
 }
 

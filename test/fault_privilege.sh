@@ -31,9 +31,12 @@ python3 "$ROOT/test/mock_junction.py" --port 0 --portfile "$W/mock.port" > "$W/m
 MOCK_PID=$!
 for i in $(seq 1 50); do [ -s "$W/mock.port" ] && break; sleep 0.1; done
 MOCK="http://127.0.0.1:$(cat "$W/mock.port")"
+# the key comes from a file (the recommended way), so the backfill worker is shown to use it too
+mkdir -p "$W/keys"; printf 'sk_us_test_key\n' > "$W/keys/api.key"
+chown -R postgres: "$W/keys"; chmod 700 "$W/keys"; chmod 600 "$W/keys/api.key"
 JX_PORT=5447 jx_cluster_start "$W/pg" $DB "junction.batch_size = 50
 junction.api_base_url = '$MOCK'
-junction.api_key = 'sk_us_test_key'"
+junction.api_key_file = '$W/keys/api.key'"
 
 # The test's own sessions resolve names in pg_catalog only (the database default is hostile).
 safe() { PGOPTIONS='-c search_path=pg_catalog' psql -qXAt -v ON_ERROR_STOP=1 -d $DB "$@"; }
@@ -226,7 +229,7 @@ check "... and quarantining the forged one" \
     "[ \$(safe -c \"SELECT sqlstate FROM junction.inbox WHERE headers->>'svix-id' = 'msg_priv_forged'\") = 28000 ]"
 deadline=$((SECONDS + 60))
 until [ "$(safe -c "SELECT fetch_status FROM junction.backfills WHERE user_id = '$USER_ID' AND resource = 'heartrate'")" = done ] || [ $SECONDS -gt $deadline ]; do sleep 0.2; done
-check "the backfill worker ran the historical pull's backfill" \
+check "the backfill worker ran the historical pull's backfill (key from junction.api_key_file)" \
     "[ \"\$(safe -c \"SELECT fetch_status || ' ' || (rows_loaded > 0) FROM junction.backfills WHERE user_id = '$USER_ID' AND resource = 'heartrate'\")\" = 'done true' ]"
 safe -c "SELECT resource, provider, fetch_status, rows_loaded, fetch_error FROM junction.backfills"
 

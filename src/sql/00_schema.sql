@@ -10,7 +10,9 @@ COMMENT ON SCHEMA junction IS 'Junction (formerly Vital) health data: inbox, eve
 -- function would return NULL and store nothing, and a receiver would answer 200 to a lost delivery).
 CREATE FUNCTION junction._require(value anyelement, what text)
 RETURNS anyelement
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+-- VOLATILE, so that the planner never folds a call with a constant NULL (coalesce($1,
+-- junction._require(NULL::jsonb, ...)) must raise only when $1 is NULL)
+LANGUAGE plpgsql VOLATILE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
