@@ -2,15 +2,16 @@
 -- a schema another role can write. Every SQL and PL/pgSQL function of the extension pins its
 -- search_path, and so does every C function that runs SQL. Those without a pinned path:
 --   C functions that run no SQL (their names are resolved at CREATE time, not at call time), and
---   junction._sample_rows, inlined into its callers (so it can have no SET clause): every name in
---   it is schema-qualified, operators and casts included (test/fault_privilege.sh plants them).
+--   junction._sample_rows and junction._provider, inlined into their callers (so they can have no
+--   SET clause): every name in them is schema-qualified, operators and casts included
+--   (test/fault_privilege.sh plants them).
 SELECT p.oid::regprocedure AS function, l.lanname
 FROM pg_proc p
 JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
 JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'junction'
 JOIN pg_language l ON l.oid = p.prolang
 WHERE NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c = 'search_path=pg_catalog, pg_temp')
-ORDER BY l.lanname, 1::text;
+ORDER BY l.lanname, p.proname;
 -- SECURITY DEFINER functions: all of them pinned (none in the list above)
 SELECT count(*) AS security_definer_functions,
        count(*) FILTER (WHERE 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig)) AS pinned

@@ -33,6 +33,33 @@ END
 $$;
 COMMENT ON FUNCTION junction._fail(text, text) IS 'raise message with SQLSTATE code; never returns';
 
+-- The provider of a Junction object: one rule for validation, typing and junction.events. It reads
+-- every place Junction puts it: source.provider and source.slug (timeseries, summaries),
+-- source_provider (older summaries), provider as a string (historical pulls, devices) or as an
+-- object's slug (connection events), and a top-level slug (REST connection objects). SQL, so that
+-- it is inlined into the set-based statements that call it; hence no SET clause, and every name
+-- qualified (operators included).
+CREATE FUNCTION junction._provider(obj jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $fn$
+    SELECT coalesce(
+        obj OPERATOR(pg_catalog.#>>) '{source,provider}'::pg_catalog.text[],
+        obj OPERATOR(pg_catalog.#>>) '{source,slug}'::pg_catalog.text[],
+        obj OPERATOR(pg_catalog.->>) 'source_provider'::pg_catalog.text,
+        CASE
+          WHEN pg_catalog.jsonb_typeof(obj OPERATOR(pg_catalog.->) 'provider'::pg_catalog.text)
+               OPERATOR(pg_catalog.=) 'string'::pg_catalog.text
+            THEN obj OPERATOR(pg_catalog.->>) 'provider'::pg_catalog.text
+          WHEN pg_catalog.jsonb_typeof(obj OPERATOR(pg_catalog.->) 'provider'::pg_catalog.text)
+               OPERATOR(pg_catalog.=) 'object'::pg_catalog.text
+            THEN obj OPERATOR(pg_catalog.#>>) '{provider,slug}'::pg_catalog.text[]
+        END,
+        obj OPERATOR(pg_catalog.->>) 'slug'::pg_catalog.text)
+$fn$;
+COMMENT ON FUNCTION junction._provider(jsonb) IS
+  'the provider slug of a Junction object: source.provider, source.slug, source_provider, provider (a string, or an object''s slug), slug';
+
 -- The received_seq for rows loaded from the REST API: drawn from the inbox id sequence, so
 -- "later received" orders webhook and REST data alike.
 CREATE FUNCTION junction._next_received_seq()
@@ -75,9 +102,7 @@ BEGIN
                         WHEN 'user_id' THEN 'w.user_id'
                         WHEN 'id' THEN 'w.id'
                         WHEN 'provider' THEN
-                          'coalesce(w.obj #>> ''{source,provider}'', w.obj ->> ''source_provider'', '
-                          'CASE jsonb_typeof(w.obj -> ''provider'') WHEN ''string'' THEN w.obj ->> ''provider'' END, '
-                          'w.obj #>> ''{source,slug}'')'
+                          'junction._provider(w.obj)'
                         WHEN 'source_type' THEN
                           'coalesce(w.obj #>> ''{source,type}'', w.obj ->> ''source_type'', ''unknown'')'
                         WHEN 'source_app_id' THEN
@@ -199,8 +224,7 @@ AS $fn$
                                                                'freestyle_libre_ble']::pg_catalog.text[]) AS floating
             FROM pg_catalog.unnest(items) AS i
             CROSS JOIN LATERAL (
-                SELECT coalesce(i.obj OPERATOR(pg_catalog.#>>) '{source,provider}'::pg_catalog.text[],
-                                i.obj OPERATOR(pg_catalog.#>>) '{source,slug}'::pg_catalog.text[]) AS provider,
+                SELECT junction._provider(i.obj) AS provider,
                        coalesce(i.obj OPERATOR(pg_catalog.#>>) '{source,type}'::pg_catalog.text[], 'unknown') AS source_type,
                        coalesce((i.obj OPERATOR(pg_catalog.#>>) '{source,workout_id}'::pg_catalog.text[])::pg_catalog.uuid,
                                 '00000000-0000-0000-0000-000000000000'::pg_catalog.uuid) AS workout_id,
@@ -282,7 +306,7 @@ BEGIN
          notification, received_seq)
     SELECT DISTINCT ON (i.user_id, (i.obj ->> 'workout_id')::uuid)
            i.user_id, (i.obj ->> 'workout_id')::uuid,
-           coalesce(i.obj #>> '{source,provider}', i.obj #>> '{source,slug}'),
+           junction._provider(i.obj),
            coalesce(i.obj #>> '{source,type}', 'unknown'),
            i.obj ->> 'provider_id', (i.obj #>> '{sport,id}')::integer,
            i.obj #>> '{sport,name}', i.obj #>> '{sport,slug}', i.obj, i.received_seq
@@ -316,10 +340,7 @@ DECLARE
 BEGIN
     WITH item AS (
         SELECT i.user_id, i.received_seq, i.received_at, i.obj, i.event_type,
-               coalesce(CASE jsonb_typeof(i.obj -> 'provider')
-                          WHEN 'object' THEN i.obj #>> '{provider,slug}'
-                          WHEN 'string' THEN i.obj ->> 'provider' END,
-                        i.obj #>> '{source,slug}', i.obj ->> 'slug') AS provider,
+               junction._provider(i.obj) AS provider,
                CASE i.event_type
                  WHEN 'provider.connection.created' THEN 'connected'
                  WHEN 'provider.connection.error' THEN 'error'
@@ -397,10 +418,7 @@ BEGIN
            i.received_at, 'pending', 0, now(), i.received_seq, i.obj
     FROM unnest(items) AS i
     CROSS JOIN LATERAL (
-        SELECT coalesce(CASE jsonb_typeof(i.obj -> 'provider')
-                          WHEN 'object' THEN i.obj #>> '{provider,slug}'
-                          WHEN 'string' THEN i.obj ->> 'provider' END,
-                        i.obj #>> '{source,slug}') AS provider
+        SELECT junction._provider(i.obj) AS provider
     ) AS p
     ORDER BY i.user_id, p.provider, i.resource, i.received_seq DESC
     ON CONFLICT (user_id, provider, resource) DO UPDATE
@@ -539,11 +557,7 @@ BEGIN
             OFFSET 0
         ) AS u
         CROSS JOIN LATERAL (
-            SELECT coalesce(x.data #>> '{source,provider}', x.data ->> 'source_provider',
-                            CASE jsonb_typeof(x.data -> 'provider')
-                              WHEN 'string' THEN x.data ->> 'provider'
-                              WHEN 'object' THEN x.data #>> '{provider,slug}' END,
-                            x.data #>> '{source,slug}') AS provider
+            SELECT junction._provider(x.data) AS provider
             OFFSET 0
         ) AS v
     ), inserted AS (
