@@ -9,7 +9,7 @@ export PG_CONFIG=$PG_BIN/pg_config
 # Install the Debian packages we need, once (idempotent).
 jx_install_deps() {
     # (Node.js is needed only to regenerate the Svix vectors, not to run the tests.)
-    local pkgs="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libssl-dev postgresql-15-cron gcc make"
+    local pkgs="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libssl-dev postgresql-15-cron postgresql-15-plpgsql-check gcc make"
     local missing=""
     for p in $pkgs; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

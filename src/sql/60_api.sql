@@ -203,11 +203,11 @@ DECLARE
     groups jsonb;
     nc     text;
     pages  integer := 0;
-    provs  text[] := '{}';     -- providers, in order of first appearance
-    owners text[] := '{}';     -- pieces[i] holds groups of provider owners[i], in page order
-    pieces text[] := '{}';
+    provs  text[] := '{}'::text[];     -- providers, in order of first appearance
+    owners text[] := '{}'::text[];     -- pieces[i] holds groups of provider owners[i], in page order
+    pieces text[] := '{}'::text[];
     sel    text[];
-    parts  text[] := '{}';
+    parts  text[] := '{}'::text[];
     p      text;
     e      record;
 BEGIN
@@ -447,7 +447,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     page   jsonb;
-    pages  jsonb[] := '{}';
+    pages  jsonb[] := '{}'::jsonb[];
     nc     text;
 BEGIN
     LOOP
@@ -926,6 +926,9 @@ RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+-- start_date and end_date are unused: a running job is found by its key alone, and the job's
+-- fields travel together (junction.backfill_job), so the extra plpgsql_check warnings are off.
+-- @plpgsql_check_options: extra_warnings = off
 DECLARE
     max_attempts constant integer := 3;
     status       text;

@@ -220,7 +220,7 @@ DECLARE
     p      text := junction._webhooks_path();
     page   jsonb;
     cur    text;
-    seen   text[] := '{}';
+    seen   text[] := '{}'::text[];
 BEGIN
     IF page_size IS NOT NULL AND page_size < 1 THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'page_size must be positive';
@@ -299,7 +299,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p text := junction._webhook_path(id);
-    b jsonb := '{}';
+    b jsonb := '{}'::jsonb;
     c text;
 BEGIN
     FOREACH c IN ARRAY coalesce(clear, '{}'::text[]) LOOP
