@@ -15,8 +15,9 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# The install script is the concatenation of src/sql/*.sql in name order.
-src/junction--0.1.0.sql: $(sort $(wildcard src/sql/*.sql))
+# The install script is the concatenation of src/install/*.sql in name order (src/install holds the
+# install script's fragments; sql/ and expected/ are the pg_regress inputs and outputs).
+src/junction--0.1.0.sql: $(sort $(wildcard src/install/*.sql))
 	cat $^ > $@
 
 # Tests run in a database the worker serves (created by test/run-tests.sh).

@@ -48,7 +48,6 @@ COMMENT ON COLUMN junction.resources.has_type IS 'timeseries: the sample type is
 COMMENT ON COLUMN junction.resources.unit IS 'documented unit';
 COMMENT ON COLUMN junction.resources.nested_fields IS 'summaries: typed columns read from nested fields, {"column": ["path", "to", "field"]} (scalars only)';
 COMMENT ON COLUMN junction.resources.builtin IS 'installed by the extension; rows you add (builtin = false) are kept by pg_dump';
-REVOKE ALL ON junction.resources FROM PUBLIC;
 
 -- Summaries (and devices, which Junction sends as provider.device.*).
 INSERT INTO junction.resources
@@ -156,7 +155,6 @@ COMMENT ON COLUMN junction.events.resource IS
   'the second-to-last part of event_type: steps, activity, connection, device, order, result_table, ...';
 CREATE INDEX events_user_id ON junction.events (user_id, received_at);
 CREATE INDEX events_inbox_id ON junction.events (inbox_id);
-REVOKE ALL ON junction.events FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------
 -- Connections and backfills.
@@ -182,7 +180,6 @@ COMMENT ON TABLE junction.connections IS
 COMMENT ON COLUMN junction.connections.connected_at IS 'received_at of the latest provider.connection.created';
 COMMENT ON COLUMN junction.connections.connected_seq IS 'received_seq of the latest provider.connection.created (source of external_user_id, resource_availability)';
 COMMENT ON COLUMN junction.connections.data IS 'data of the latest event';
-REVOKE ALL ON junction.connections FROM PUBLIC;
 
 CREATE TABLE junction.backfills (
     user_id      uuid NOT NULL,
@@ -198,14 +195,17 @@ CREATE TABLE junction.backfills (
     updated_at   timestamptz NOT NULL DEFAULT now(),
     received_seq bigint NOT NULL,
     data         jsonb NOT NULL,
+    next_attempt_at timestamptz,
+    sqlstate     text,
     PRIMARY KEY (user_id, provider, resource)
 );
 COMMENT ON TABLE junction.backfills IS
   'historical pulls Junction completed (historical.data.*) and the state of our follow-up fetch of that range';
 COMMENT ON COLUMN junction.backfills.completed_at IS 'received_at of the latest historical.data.<resource>.created';
 COMMENT ON COLUMN junction.backfills.fetch_status IS 'our fetch of [start_date, end_date]: pending until the API loader changes it; a newer completion resets it to pending';
+COMMENT ON COLUMN junction.backfills.next_attempt_at IS 'a failed fetch is retried from this time on (null: now)';
+COMMENT ON COLUMN junction.backfills.sqlstate IS 'SQLSTATE of the last failed fetch';
 CREATE INDEX backfills_pending ON junction.backfills (completed_at) WHERE fetch_status = 'pending';
-REVOKE ALL ON junction.backfills FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------
 -- Summary tables. Each has: user_id, id, provider, source_type, source_app_id, source_device_id,
@@ -523,12 +523,16 @@ CREATE TABLE junction.workout_streams (
     fetched_at   timestamptz,
     updated_at   timestamptz NOT NULL DEFAULT now(),
     data         jsonb,
+    next_attempt_at timestamptz,
+    sqlstate     text,
     PRIMARY KEY (user_id, workout_id)
 );
 COMMENT ON TABLE junction.workout_streams IS
   'workout streams (daily.data.workout_stream.*): notification now, the stream (parallel arrays) in data once fetched';
 COMMENT ON COLUMN junction.workout_streams.id IS 'same as workout_id: a stream is identified by its workout (joins workouts.id)';
 COMMENT ON COLUMN junction.workout_streams.fetch_status IS 'pending until the API loader fetches the stream; a newer notification resets it to pending';
+COMMENT ON COLUMN junction.workout_streams.next_attempt_at IS 'a failed fetch is retried from this time on (null: now)';
+COMMENT ON COLUMN junction.workout_streams.sqlstate IS 'SQLSTATE of the last failed fetch';
 CREATE INDEX workout_streams_pending ON junction.workout_streams (updated_at) WHERE fetch_status = 'pending';
 
 -- ---------------------------------------------------------------------------------------------
@@ -587,13 +591,6 @@ BEGIN
     END IF;
 END
 $$;
-
--- Nothing here is readable by PUBLIC; grant SELECT to your reporting roles explicitly.
-REVOKE ALL ON junction.activity, junction.sleep, junction.sleep_cycle, junction.workouts,
-              junction.body, junction.profile, junction.meals, junction.menstrual_cycles,
-              junction.electrocardiograms, junction.devices, junction.workout_streams,
-              junction.samples
-    FROM PUBLIC;
 
 -- pg_dump skips the data of extension tables unless they are registered here.
 SELECT pg_extension_config_dump('junction.resources', 'WHERE NOT builtin');

@@ -223,7 +223,7 @@ AS $fn$
                    (SELECT r.value_kind FROM junction.resources AS r
                      WHERE r.name OPERATOR(pg_catalog.=) i.resource) AS value_kind,
                    src.provider, src.source_type, src.workout_id, src.source_extra,
-                   -- floating time (junction-api.md 2.6): the offset suffix is meaningless for these
+                   -- floating time (README, "Floating time"): the offset suffix is meaningless for these
                    src.provider OPERATOR(pg_catalog.=) ANY (ARRAY['abbott_libreview', 'freestyle_libre',
                                                                'freestyle_libre_ble']::pg_catalog.text[]) AS floating
             FROM pg_catalog.unnest(items) AS i
@@ -603,15 +603,3 @@ END
 $fn$;
 COMMENT ON FUNCTION junction._apply_deliveries(bigint[], text[]) IS
   'accept verified inbox rows (ids with their svix ids): parse, record events, type new ones, mark processed; raises on bad input';
-
-REVOKE ALL ON FUNCTION junction._fail(text, text),
-                       junction._next_received_seq(),
-                       junction._summary_upsert_sql(text),
-                       junction._upsert_summaries(junction.typing_item[]),
-                       junction._sample_rows(junction.typing_item[]),
-                       junction._upsert_samples(junction.typing_item[], boolean),
-                       junction._upsert_workout_streams(junction.typing_item[]),
-                       junction._upsert_connections(junction.typing_item[]),
-                       junction._upsert_backfills(junction.typing_item[]),
-                       junction._apply_deliveries(bigint[], text[])
-    FROM PUBLIC;

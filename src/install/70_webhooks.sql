@@ -7,13 +7,6 @@
 -- previous_secrets, previous_expire_at) row.  Secrets are never printed in notices or
 -- errors.  Everything here is for superusers and for members of junction_admin.
 
--- Which endpoint a secret belongs to.  NULL: added by hand, never expired by these functions.
-ALTER TABLE junction.webhook_secrets ADD COLUMN webhook_id text;
-COMMENT ON COLUMN junction.webhook_secrets.webhook_id IS
-  'the Junction webhook (endpoint) id this is the signing secret of; NULL for secrets added by hand';
-CREATE INDEX webhook_secrets_webhook_id ON junction.webhook_secrets (webhook_id)
-  WHERE webhook_id IS NOT NULL;
-
 -- A webhook endpoint as the Management API describes it.
 CREATE TYPE junction.webhook_endpoint AS (
     id           text,
@@ -485,30 +478,6 @@ COMMENT ON FUNCTION junction_webhook_secrets_retire(timestamptz, text) IS
 -- ---------------------------------------------------------------- privileges
 -- Superusers, and roles granted junction_admin.  The functions run as the extension's owner,
 -- so junction_admin needs no access to junction.webhook_secrets or to the key GUCs.
-REVOKE ALL ON FUNCTION
-    junction._management(text, text, jsonb, jsonb, text[]),
-    junction._webhook_id(text),
-    junction._webhooks_path(),
-    junction._webhook_path(text, text),
-    junction._webhook_row(jsonb),
-    junction._webhook_headers(text),
-    junction._webhook_secret_sync(text, interval),
-    junction._webhook_lock(text),
-    junction._check_grace(interval),
-    junction._check_new_secret(text, text),
-    junction_webhooks(integer),
-    junction_webhook(text),
-    junction_webhook_create(text, text[], text, integer, boolean, text),
-    junction_webhook_update(text, text, text, text[], integer, boolean, text[]),
-    junction_webhook_delete(text, interval),
-    junction_webhook_headers(text),
-    junction_webhook_set_headers(text, jsonb),
-    junction_webhook_secret(text),
-    junction_webhook_secret_sync(text, interval),
-    junction_webhook_secret_rotate(text, text, interval),
-    junction_webhook_secrets(text),
-    junction_webhook_secrets_retire(timestamptz, text)
-  FROM PUBLIC;
 GRANT USAGE ON SCHEMA junction TO junction_admin;
 GRANT EXECUTE ON FUNCTION
     junction_webhooks(integer),

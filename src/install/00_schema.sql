@@ -1,4 +1,6 @@
--- junction 0.1.0 install script, built by concatenating src/sql/*.sql in name order.
+-- The junction install script, built by concatenating src/install/*.sql in name order. One file
+-- per subsystem, paired with its C file where it has one; each table is created complete (columns,
+-- constraints, indexes, comments, grants) in the file that owns it; privileges: 99_privileges.sql.
 -- Tables, views and internal functions live in schema junction; the functions
 -- users call carry the junction_ prefix and live in the extension's schema.
 \echo Use "CREATE EXTENSION junction" to load this file. \quit

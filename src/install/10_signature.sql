@@ -29,3 +29,7 @@ COMMENT ON FUNCTION junction_sign_webhook(text, text, bigint, text) IS
 GRANT EXECUTE ON FUNCTION junction_verify_webhook(text, jsonb, text, timestamptz, interval),
                           junction_webhook_is_valid(text, jsonb, text, timestamptz, interval),
                           junction_sign_webhook(text, text, bigint, text) TO PUBLIC;
+
+-- Only well-formed secrets may be stored (checked by the same C code that verifies).
+CREATE FUNCTION junction._secret_is_valid(secret text) RETURNS boolean
+AS 'MODULE_PATHNAME', 'junction_secret_is_valid' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;

@@ -79,15 +79,6 @@ FROM (SELECT (SELECT count(*) FROM junction.inbox WHERE status = 'pending') AS p
 COMMENT ON VIEW junction.status IS
   'inbox backlog, quarantine, throughput, worker pids and heartbeat, and why work is waiting';
 
--- The receiver role: store deliveries, nothing else.
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'junction_receiver') THEN
-        CREATE ROLE junction_receiver NOLOGIN;
-    END IF;
-END
-$$;
-
 -- Retention: processed rows older than retention go, a bounded batch at a time; quarantined rows stay.
 CREATE FUNCTION junction._trim_inbox(retention interval, max_rows integer DEFAULT 10000) RETURNS integer
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
