@@ -24,6 +24,7 @@ set -uo pipefail
 . "$(dirname "$0")/lib_fault.sh"
 W=/tmp/junction-fault-privilege.$$
 DB=junction_hostile
+VERSION=$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$ROOT/junction.control")
 USER_ID=0190b2a0-0000-7000-8000-0000000000d1
 trap 'jx_cluster_stop; [ -n "${MOCK_PID:-}" ] && kill $MOCK_PID 2>/dev/null; rm -rf "$W"' EXIT
 mkdir -p "$W"
@@ -76,7 +77,7 @@ SELECT d.headers, d.body FROM generate_series(2000, 2199) i,
 -- the string literals of the C sources (the SQL the workers and the drain run)
 CREATE TABLE public.jx_names AS
 SELECT DISTINCT lower(m[1]) AS name
-FROM (SELECT pg_read_file('$($PG_CONFIG --sharedir)/extension/junction--0.1.0.sql') AS src
+FROM (SELECT pg_read_file('$($PG_CONFIG --sharedir)/extension/junction--$VERSION.sql') AS src
       UNION ALL SELECT pg_read_file('$W/c_sql.txt')) s,
      regexp_matches(s.src, '([A-Za-z_][A-Za-z0-9_]*)\s*\(', 'g') AS m;
 GRANT SELECT ON public.jx_names TO mallory;
