@@ -96,6 +96,30 @@ END
 $$;
 COMMENT ON FUNCTION junction._check_groups(jsonb, text) IS 'the groups object of a timeseries page, checked';
 
+-- The paging loop of every timeseries read (junction_fetch collects the pages, junction_sync loads
+-- them): the page at cursor, its groups checked, the next cursor, and the next page already asked
+-- for, so that the server prepares it while the caller handles this one.
+CREATE FUNCTION junction._timeseries_page(res junction.resources, user_id uuid, start_date timestamptz,
+                                          end_date timestamptz, provider text, cursor text,
+                                          OUT groups jsonb, OUT next_cursor text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    path text := replace(res.rest_path, '{user_id}', coalesce(user_id::text, ''));
+    page jsonb;
+BEGIN
+    page := junction._fetch_page(res, user_id, start_date, end_date, provider, cursor);
+    groups := junction._check_groups(page, path);
+    next_cursor := junction._next_cursor(page, cursor, path);
+    IF next_cursor IS NOT NULL THEN
+        PERFORM junction._fetch_page(res, user_id, start_date, end_date, provider, next_cursor, true);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION junction._timeseries_page(junction.resources, uuid, timestamptz, timestamptz, text, text) IS
+  'one page of a timeseries read: its checked groups and the next cursor (whose page is already requested)';
+
 -- ---------------------------------------------------------------------------------------------
 -- Reads: junction_fetch and the streams.
 -- ---------------------------------------------------------------------------------------------
@@ -107,8 +131,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     res    junction.resources := junction._api_resource(resource);
-    path   text := replace(res.rest_path, '{user_id}', coalesce(user_id::text, ''));
-    page   jsonb;
     groups jsonb;
     nc     text;
     pages  integer := 0;
@@ -129,13 +151,8 @@ BEGIN
     END IF;
     -- grouped timeseries: every page, then one {"groups": {provider: [groups of every page]}}
     LOOP
-        page := junction._fetch_page(res, user_id, start_date, end_date, provider, nc);
-        groups := junction._check_groups(page, path);
-        nc := junction._next_cursor(page, nc, path);
-        IF nc IS NOT NULL THEN
-            -- the server prepares the next page while this one is collected
-            PERFORM junction._fetch_page(res, user_id, start_date, end_date, provider, nc, true);
-        END IF;
+        SELECT t.groups, t.next_cursor INTO groups, nc
+        FROM junction._timeseries_page(res, user_id, start_date, end_date, provider, nc) AS t;
         pages := pages + 1;
         EXIT WHEN nc IS NULL AND pages = 1;         -- one page: it is the answer
         -- several pages: collect each provider's groups as JSON text (no sorting, no re-nesting

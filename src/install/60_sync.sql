@@ -83,25 +83,19 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    path  text := replace(res.rest_path, '{user_id}', coalesce(user_id::text, ''));
-    page  jsonb;
-    items junction.typing_item[];
-    nc    text;
-    total bigint := 0;
+    groups jsonb;
+    items  junction.typing_item[];
+    nc     text;
+    total  bigint := 0;
 BEGIN
-    page := junction._fetch_page(res, user_id, start_date, end_date, provider, NULL);
     LOOP
-        items := junction._page_items(user_id, res.name, junction._check_groups(page, path));
-        nc := junction._next_cursor(page, nc, path);
-        IF nc IS NOT NULL THEN
-            -- the server prepares the next page while this one is loaded
-            PERFORM junction._fetch_page(res, user_id, start_date, end_date, provider, nc, true);
-        END IF;
+        SELECT t.groups, t.next_cursor INTO groups, nc
+        FROM junction._timeseries_page(res, user_id, start_date, end_date, provider, nc) AS t;
+        items := junction._page_items(user_id, res.name, groups);
         IF items IS NOT NULL THEN
             total := total + junction._upsert_samples(items, conflicts);
         END IF;
         EXIT WHEN nc IS NULL;
-        page := junction._fetch_page(res, user_id, start_date, end_date, provider, nc);
     END LOOP;
     RETURN total;
 END
