@@ -1,6 +1,6 @@
 # junction — PGXS build.  make PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config with_llvm=no
 MODULE_big = junction
-OBJS = src/junction.o src/signature.o src/verify.o src/drain.o src/worker.o src/backoff.o src/http.o src/samples.o
+OBJS = src/junction.o src/signature.o src/verify.o src/drain.o src/bgw.o src/worker.o src/backfill.o src/backoff.o src/http.o src/samples.o
 EXTENSION = junction
 DATA_built = src/junction--0.1.0.sql
 SHLIB_LINK = -lcurl -lcrypto

@@ -113,9 +113,9 @@ define_gucs(void)
 	MarkGUCPrefixReserved("junction");
 }
 
-/* Register one static background worker running junction_worker_main(slot). */
+/* Register one static background worker running function(slot). */
 static void
-register_worker(const char *name, const char *type, int slot)
+register_worker(const char *function, const char *name, const char *type, int slot)
 {
 	BackgroundWorker w;
 
@@ -124,7 +124,7 @@ register_worker(const char *name, const char *type, int slot)
 	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	w.bgw_restart_time = 5;
 	snprintf(w.bgw_library_name, BGW_MAXLEN, "junction");
-	snprintf(w.bgw_function_name, BGW_MAXLEN, "junction_worker_main");
+	snprintf(w.bgw_function_name, BGW_MAXLEN, "%s", function);
 	snprintf(w.bgw_name, BGW_MAXLEN, "%s", name);
 	snprintf(w.bgw_type, BGW_MAXLEN, "%s", type);
 	w.bgw_main_arg = Int32GetDatum(slot);
@@ -142,10 +142,11 @@ register_workers(void)
 		char		name[BGW_MAXLEN];
 
 		snprintf(name, sizeof(name), "junction worker %d", i);
-		register_worker(name, "junction worker", i);
+		register_worker("junction_worker_main", name, "junction worker", i);
 	}
 	if (junction_workers > 0)
-		register_worker("junction backfill", "junction backfill", JUNCTION_BACKFILL_SLOT);
+		register_worker("junction_backfill_main", "junction backfill", "junction backfill",
+						JUNCTION_BACKFILL_SLOT);
 }
 
 /* Module load: GUCs always; shared memory and workers only when preloaded. */

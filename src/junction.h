@@ -81,7 +81,8 @@ typedef struct JunctionDrainResult
 extern JunctionDrainResult junction_drain_batch(int max_rows);
 extern void junction_drain_reset_plans(void);
 
-/* worker.c */
-extern PGDLLEXPORT void junction_worker_main(Datum arg);
+/* Background worker entry points, named in their registration (junction.c) */
+extern PGDLLEXPORT void junction_worker_main(Datum arg);	/* worker.c: an inbox worker */
+extern PGDLLEXPORT void junction_backfill_main(Datum arg);	/* backfill.c: the backfill worker */
 
 #endif							/* JUNCTION_H */

@@ -200,8 +200,8 @@ counts=$(safe -c "SELECT string_agg(kind || ' ' || n, ', ' ORDER BY kind) FROM (
 echo "planted: $counts"
 check "plants cover functions, operators and types (hundreds of each)" \
     "[ \$(safe -c \"SELECT count(*) FROM public.planted WHERE kind = 'function'\") -gt 200 ] && [ \$(safe -c \"SELECT count(*) FROM public.planted WHERE kind = 'operator'\") -gt 200 ] && [ \$(safe -c \"SELECT count(*) FROM public.planted WHERE kind = 'type'\") = 32 ]"
-check "make_interval, now, unnest, to_jsonb and jsonb_to_record are among the planted functions" \
-    "[ \$(safe -c \"SELECT count(DISTINCT split_part(split_part(name, '.', 2), '(', 1)) FROM public.planted WHERE kind = 'function' AND split_part(split_part(name, '.', 2), '(', 1) IN ('make_interval','now','unnest','to_jsonb','jsonb_to_record')\") = 5 ]"
+check "make_interval, now, unnest, to_jsonb and jsonb_populate_record are among the planted functions" \
+    "[ \$(safe -c \"SELECT count(DISTINCT split_part(split_part(name, '.', 2), '(', 1)) FROM public.planted WHERE kind = 'function' AND split_part(split_part(name, '.', 2), '(', 1) IN ('make_interval','now','unnest','to_jsonb','jsonb_populate_record')\") = 5 ]"
 
 # control: on this path an unqualified call does reach a plant (in a transaction rolled back)
 ctl=$(hostile <<'SQL'

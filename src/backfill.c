@@ -1,0 +1,184 @@
+/*
+ * backfill.c — the backfill worker: one job at a time, outside any inbox
+ * transaction.  At start it puts jobs a crash left running back to pending;
+ * then it claims one due job (a historical.data.* range or a workout stream),
+ * runs it (fetch + load + mark done), or records its failure (retried later
+ * or failed), each in its own transaction.  The SQL is in src/sql/60_api.sql;
+ * what this worker shares with the inbox worker is in bgw.c.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+#include "bgw.h"
+#include "junction.h"
+
+/*
+ * A claimed job travels between its transactions as the jsonb text of a
+ * junction.backfill_job row; SQL turns it back into the row type, so the C
+ * side names no column.
+ */
+#define BACKFILL_RESET_SQL "SELECT junction._backfill_reset_running()"
+#define BACKFILL_CLAIM_SQL \
+	"SELECT pg_catalog.to_jsonb(j)::pg_catalog.text FROM junction._backfill_claim() j LIMIT 1"
+#define BACKFILL_JOB_FROM_ARG \
+	"pg_catalog.jsonb_populate_record(NULL::junction.backfill_job, $1::pg_catalog.jsonb)"
+#define BACKFILL_RUN_SQL "SELECT junction._backfill_run(" BACKFILL_JOB_FROM_ARG ")"
+#define BACKFILL_FAILED_SQL "SELECT junction._backfill_failed(" BACKFILL_JOB_FROM_ARG ", $2, $3)"
+
+/* True when backfills can run here: enabled, a key (or key file) set, the extension created. */
+static bool
+backfill_enabled(void)
+{
+	return junction_auto_backfill && junction_api_key_configured(false) &&
+		OidIsValid(get_extension_oid("junction", true));
+}
+
+/* SPI_connect, or an error naming what the connection was for. */
+static void
+spi_connect(const char *what)
+{
+	int			rc = SPI_connect();
+
+	if (rc != SPI_OK_CONNECT)
+		elog(ERROR, "junction: SPI_connect failed for %s: %s", what, SPI_result_code_string(rc));
+}
+
+/* Put jobs left running by a crash back to pending; false while backfills cannot run. */
+static bool
+backfill_reset_running(void)
+{
+	bool		done = false;
+	int			rc;
+
+	junction_bgw_begin_tx("junction: backfill start");
+	if (backfill_enabled())
+	{
+		spi_connect("the backfill reset");
+		if ((rc = SPI_execute(BACKFILL_RESET_SQL, false, 0)) != SPI_OK_SELECT)
+			elog(ERROR, "junction: junction._backfill_reset_running did not run: %s",
+				 SPI_result_code_string(rc));
+		SPI_finish();
+		done = true;
+	}
+	junction_bgw_commit_tx();
+	return done;
+}
+
+/* Claim one job in its own transaction; returns it as jsonb text (in keep), or NULL. */
+static char *
+backfill_claim(MemoryContext keep)
+{
+	char	   *job = NULL;
+	int			rc;
+
+	junction_bgw_begin_tx("junction: claiming a backfill");
+	if (backfill_enabled())
+	{
+		spi_connect("a backfill claim");
+		if ((rc = SPI_execute(BACKFILL_CLAIM_SQL, false, 1)) != SPI_OK_SELECT)
+			elog(ERROR, "junction: junction._backfill_claim did not run: %s",
+				 SPI_result_code_string(rc));
+		if (SPI_processed == 1)
+		{
+			char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+			if (v)
+				job = MemoryContextStrdup(keep, v);
+		}
+		SPI_finish();
+	}
+	junction_bgw_commit_tx();
+	return job;
+}
+
+/* Run one SQL statement with text arguments in its own transaction. */
+static void
+run_job_sql(const char *activity, const char *sql, int nargs, const char **args)
+{
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	int			i;
+	int			rc;
+
+	Assert(nargs <= lengthof(values));
+	junction_bgw_begin_tx(activity);
+	spi_connect(activity);
+	for (i = 0; i < nargs; i++)
+		values[i] = CStringGetTextDatum(args[i]);
+	if ((rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0)) != SPI_OK_SELECT)
+		elog(ERROR, "junction: backfill statement failed (%s): %s",
+			 SPI_result_code_string(rc), sql);
+	SPI_finish();
+	junction_bgw_commit_tx();
+}
+
+/* Run a claimed job; on any error record it (retry later or failed) and go on. */
+static void
+backfill_run(const char *job)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		run_job_sql("junction: running a backfill", BACKFILL_RUN_SQL, 1, &job);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		const char *args[3];
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		if (edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN || ProcDiePending)
+			ReThrowError(edata);	/* the error stack was flushed: throw our copy */
+		args[0] = job;
+		args[1] = edata->message ? edata->message : "unknown error";
+		args[2] = unpack_sql_state(edata->sqlerrcode);
+		ereport(LOG, (errmsg("junction backfill failed: %s", args[1])));
+		run_job_sql("junction: recording a failed backfill", BACKFILL_FAILED_SQL, 3, args);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+/* Entry point of the backfill worker (bgw_main_arg: JUNCTION_BACKFILL_SLOT). */
+void
+junction_backfill_main(Datum arg)
+{
+	MemoryContext loop_cxt;
+	bool		reset_done = false;
+
+	junction_bgw_start(DatumGetInt32(arg), "junction backfill");
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "junction backfill",
+									 ALLOCSET_DEFAULT_SIZES);
+	for (;;)
+	{
+		char	   *job = NULL;
+
+		junction_bgw_check_interrupts();
+		MemoryContextReset(loop_cxt);
+		junction_bgw_heartbeat(0, 0);
+		if (!reset_done)
+			reset_done = backfill_reset_running();
+		if (reset_done)
+			job = backfill_claim(loop_cxt);
+		if (job != NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+
+			backfill_run(job);
+			MemoryContextSwitchTo(old);
+			continue;
+		}
+		junction_bgw_wait();
+	}
+}
