@@ -50,6 +50,16 @@ spi_connect(const char *what)
 		elog(ERROR, "junction: SPI_connect failed for %s: %s", what, SPI_result_code_string(rc));
 }
 
+/* SPI_finish, or an error naming what the connection was for. */
+static void
+spi_finish(const char *what)
+{
+	int			rc = SPI_finish();
+
+	if (rc != SPI_OK_FINISH)
+		elog(ERROR, "junction: SPI_finish failed after %s: %s", what, SPI_result_code_string(rc));
+}
+
 /* Put jobs left running by a crash back to pending; false while backfills cannot run. */
 static bool
 backfill_reset_running(void)
@@ -64,7 +74,7 @@ backfill_reset_running(void)
 		if ((rc = SPI_execute(BACKFILL_RESET_SQL, false, 0)) != SPI_OK_SELECT)
 			elog(ERROR, "junction: junction._backfill_reset_running did not run: %s",
 				 SPI_result_code_string(rc));
-		SPI_finish();
+		spi_finish("the backfill reset");
 		done = true;
 	}
 	junction_bgw_commit_tx();
@@ -92,7 +102,7 @@ backfill_claim(MemoryContext keep)
 			if (v)
 				job = MemoryContextStrdup(keep, v);
 		}
-		SPI_finish();
+		spi_finish("a backfill claim");
 	}
 	junction_bgw_commit_tx();
 	return job;
@@ -115,7 +125,7 @@ run_job_sql(const char *activity, const char *sql, int nargs, const char **args)
 	if ((rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0)) != SPI_OK_SELECT)
 		elog(ERROR, "junction: backfill statement failed (%s): %s",
 			 SPI_result_code_string(rc), sql);
-	SPI_finish();
+	spi_finish(activity);
 	junction_bgw_commit_tx();
 }
 

@@ -91,7 +91,8 @@ keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
 		if (p == NULL)
 			elog(ERROR, "junction: SPI_prepare failed (%s): %s",
 				 SPI_result_code_string(SPI_result), sql);
-		SPI_keepplan(p);
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "junction: SPI_keepplan failed: %s", sql);
 		*slot = p;
 	}
 	return *slot;
@@ -647,6 +648,7 @@ junction_drain_batch(int max_rows)
 	Datum		limit;
 	Oid			int4type = INT4OID;
 	volatile int64 bytes = 0;
+	int			rc;
 
 	if (max_rows <= 0)
 		return res;
@@ -655,8 +657,8 @@ junction_drain_batch(int max_rows)
 	work_cxt = AllocSetContextCreate(batch_cxt, "junction row check",
 									 ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(batch_cxt);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "junction: SPI_connect failed");
+	if ((rc = SPI_connect()) != SPI_OK_CONNECT)
+		elog(ERROR, "junction: SPI_connect failed for an inbox batch: %s", SPI_result_code_string(rc));
 	ks.nkeys = 0;
 	PG_TRY();
 	{
@@ -674,6 +676,9 @@ junction_drain_batch(int max_rows)
 			rows = MemoryContextAllocZero(batch_cxt, sizeof(Claimed) * max_rows);
 			limit = Int32GetDatum(max_rows);
 			cur = SPI_cursor_open(NULL, claim_plan, &limit, NULL, false);
+			if (cur == NULL)
+				elog(ERROR, "junction: could not open the inbox claim cursor: %s",
+					 SPI_result_code_string(SPI_result));
 			while (!res.full)
 			{
 				SPITupleTable *tt;
@@ -729,7 +734,8 @@ junction_drain_batch(int max_rows)
 		jx_keyset_free(&ks);
 	}
 	PG_END_TRY();
-	SPI_finish();
+	if ((rc = SPI_finish()) != SPI_OK_FINISH)
+		elog(ERROR, "junction: SPI_finish failed after an inbox batch: %s", SPI_result_code_string(rc));
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(batch_cxt);
 	return res;

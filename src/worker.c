@@ -37,7 +37,8 @@ trim_inbox(void)
 	if ((rc = SPI_execute(sql, false, 0)) != SPI_OK_SELECT)
 		elog(ERROR, "junction: junction._trim_inbox did not run: %s",
 			 SPI_result_code_string(rc));
-	SPI_finish();
+	if ((rc = SPI_finish()) != SPI_OK_FINISH)
+		elog(ERROR, "junction: SPI_finish failed after inbox retention: %s", SPI_result_code_string(rc));
 	junction_bgw_commit_tx();
 }
 
