@@ -50,25 +50,29 @@ PG_FUNCTION_INFO_V1(junction_api_key_configured_sql);
 /* A key file larger than this is not a key file. */
 #define MAX_KEY_FILE_BYTES 4096
 
-char	   *junction_api_key = NULL;
-char	   *junction_api_key_file = NULL;
-char	   *junction_management_key_file = NULL;
+/*
+ * The API client's settings, defined in junction_http_define_gucs().  Only this file reads them,
+ * except junction.auto_backfill, which the backfill worker reads (declared in junction.h).
+ */
+static char *junction_api_key = NULL;
+static char *junction_api_key_file = NULL;
+static char *junction_management_key_file = NULL;
 /*
  * Parsing an answer into jsonb takes about 16 times its size for Junction's pages (47 times for
  * an array of one-digit numbers, the most values per byte; measured by test/fault_hostile_api.sh):
  * hence a 16 MB default, and a 32 MB maximum, below which no shape reaches Postgres' 1 GB
  * allocation limit (an array's JsonbValues: 32 bytes per value, one value per 2 bytes).
  */
-int			junction_http_max_response_kb = 16 * 1024;
-char	   *junction_api_base_url = NULL;
-char	   *junction_environment = NULL;
-char	   *junction_region = NULL;
-char	   *junction_management_key = NULL;
-char	   *junction_management_base_url = NULL;
-char	   *junction_org_id = NULL;
-char	   *junction_team_id = NULL;
-int			junction_http_timeout_ms = 30000;
-int			junction_http_retries = 3;
+static int	junction_http_max_response_kb = 16 * 1024;
+static char *junction_api_base_url = NULL;
+static char *junction_environment = NULL;
+static char *junction_region = NULL;
+static char *junction_management_key = NULL;
+static char *junction_management_base_url = NULL;
+static char *junction_org_id = NULL;
+static char *junction_team_id = NULL;
+static int	junction_http_timeout_ms = 30000;
+static int	junction_http_retries = 3;
 bool		junction_auto_backfill = true;
 
 static CURL *curl_handle = NULL;
@@ -84,6 +88,7 @@ typedef struct Transfer
 } Transfer;
 
 static char *clip(const char *s, int max);
+static char *junction_redact(const char *s, List *extra);
 
 /* Validate the environment GUC. */
 static bool
@@ -923,7 +928,7 @@ check_encoding(const char *method, const char *path, long status, StringInfo bod
  * with retries.  Fills body, returns the final HTTP status.  Transport
  * failures that survive the retries raise an error; HTTP statuses do not.
  */
-long
+static long
 junction_http_request(bool management, const char *method, const char *path,
 					  Jsonb *query, const char *req_body, StringInfo body)
 {
@@ -1035,7 +1040,7 @@ junction_api_prefetch(PG_FUNCTION_ARGS)
  * Parse a response body as jsonb; NULL for an empty body; an error naming the request for bad JSON.
  * One pass: jsonb_in's syntax error (22P02) is replaced by ours, any other error goes through.
  */
-Jsonb *
+static Jsonb *
 junction_parse_response(const char *method, const char *path, StringInfo body)
 {
 	MemoryContext cxt = CurrentMemoryContext;
@@ -1152,7 +1157,7 @@ is_secret_char(char c)
  * strings in extra (what the request sent, e.g. a new secret) become "[redacted]", and
  * anything else shaped like whsec_<base64> becomes "whsec_[redacted]". palloc'd.
  */
-char *
+static char *
 junction_redact(const char *s, List *extra)
 {
 	List	   *needles = NIL;
@@ -1289,7 +1294,9 @@ error_detail(StringInfo body, List *extra)
 }
 
 /*
- * Raise the SQL error for a non-2xx answer, for the data and the Management API alike.
+ * Raise the SQL error for a non-2xx answer, for the data and the Management API alike: the one
+ * place an HTTP status becomes a SQLSTATE (junction_api, and SQL wrappers through
+ * junction._raise_http_error), with Junction's detail redacted by junction_redact.
  * extra: strings the request sent that must not be repeated (e.g. a new signing secret); when
  * there are any, the statement (which may hold them as literals) is kept out of the log.
  */
@@ -1321,13 +1328,6 @@ raise_http_error(bool management, const char *method, const char *path,
 				? errhint("Check junction.management_key_file (or junction.management_key): the Management API takes an organisation Management key (mg_...), not a team API key.")
 				: errhint("Check junction.api_key_file (or junction.api_key): a superuser writes the key to a file only the database user can read, then ALTER SYSTEM SET junction.api_key_file = '/path/to/file'; SELECT pg_reload_conf();"))
 			 : 0));
-}
-
-void
-junction_raise_http_error(bool management, const char *method, const char *path,
-						  long status, StringInfo body)
-{
-	raise_http_error(management, method, path, status, body, NIL);
 }
 
 /*
@@ -1385,7 +1385,7 @@ junction_api(PG_FUNCTION_ARGS)
 	initStringInfo(&body);
 	status = junction_http_request(false, method, path, query, req, &body);
 	if (status < 200 || status > 299)
-		junction_raise_http_error(false, method, path, status, &body);
+		raise_http_error(false, method, path, status, &body, NIL);
 	res = junction_parse_response(method, path, &body);
 	if (res == NULL)
 		PG_RETURN_NULL();

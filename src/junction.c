@@ -29,6 +29,7 @@ PG_FUNCTION_INFO_V1(junction_wake_trigger);
 PG_FUNCTION_INFO_V1(junction_wake_at_commit);
 PG_FUNCTION_INFO_V1(junction_worker_state);
 
+/* The workers' and the drain's settings (junction_define_gucs). */
 char	   *junction_database = NULL;
 int			junction_workers = 1;
 int			junction_batch_size = 500;
@@ -73,9 +74,9 @@ junction_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
-/* Define the GUCs. */
-static void
-define_gucs(void)
+/* Define the workers' and the drain's GUCs (the API client's are in http.c). */
+void
+junction_define_gucs(void)
 {
 	DefineCustomStringVariable("junction.database",
 							   "Database the junction background workers serve.",
@@ -109,8 +110,6 @@ define_gucs(void)
 							"Largest difference between svix-timestamp and the delivery's received_at.",
 							NULL, &junction_signature_tolerance_s, 300, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
-	junction_http_define_gucs();
-	MarkGUCPrefixReserved("junction");
 }
 
 /* Register one static background worker running function(slot). */
@@ -153,7 +152,9 @@ register_workers(void)
 void
 _PG_init(void)
 {
-	define_gucs();
+	junction_define_gucs();
+	junction_http_define_gucs();
+	MarkGUCPrefixReserved("junction");
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	prev_shmem_request_hook = shmem_request_hook;

@@ -1,5 +1,7 @@
 /*
- * junction.h — declarations shared by the extension's C files.
+ * junction.h — what the extension's C files share: settings, the shared-memory
+ * worker slots, and the functions one file offers another.  Declarations used
+ * by one file only stay in it; the two workers' helpers are in bgw.h.
  */
 #ifndef JUNCTION_H
 #define JUNCTION_H
@@ -10,8 +12,6 @@
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
-#include "lib/stringinfo.h"
-#include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 
 #include "signature.h"
@@ -21,7 +21,14 @@
 /* Slots 0..JUNCTION_MAX_WORKERS-1 drain the inbox; this extra one runs backfills. */
 #define JUNCTION_BACKFILL_SLOT JUNCTION_MAX_WORKERS
 
-/* GUCs (junction.c) */
+/*
+ * Settings.  Each subsystem defines the GUCs it owns in its own *_define_gucs(), called from
+ * _PG_init; a variable another file reads is declared here, once.  Variables only their owner
+ * reads are static in it (the API client's keys, URLs, timeouts and limits in http.c).
+ */
+
+/* junction.c (junction_define_gucs): the workers and the drain */
+extern void junction_define_gucs(void);
 extern char *junction_database;
 extern int	junction_workers;
 extern int	junction_batch_size;
@@ -29,6 +36,10 @@ extern int	junction_batch_bytes;
 extern int	junction_poll_interval_ms;
 extern int	junction_inbox_retention_s;
 extern int	junction_signature_tolerance_s;
+
+/* http.c (junction_http_define_gucs): the API client */
+extern void junction_http_define_gucs(void);
+extern bool junction_auto_backfill;
 
 /* One background worker's slot in shared memory. */
 typedef struct JunctionWorkerSlot
@@ -50,19 +61,11 @@ typedef struct JunctionShared
 
 extern JunctionShared *junction_shared;
 
-/* http.c */
-extern bool junction_auto_backfill;
-extern void junction_http_define_gucs(void);
-extern long junction_http_request(bool management, const char *method, const char *path,
-								  Jsonb *query, const char *req_body, StringInfo body);
-extern Jsonb *junction_parse_response(const char *method, const char *path, StringInfo body);
-extern void junction_raise_http_error(bool management, const char *method, const char *path,
-									  long status, StringInfo body);
-extern char *junction_redact(const char *s, List *extra);
-extern bool junction_api_key_configured(bool management);
-
 /* junction.c */
 extern void junction_wake_workers(void);
+
+/* http.c: whether a data (false) or Management (true) API key or key file is set */
+extern bool junction_api_key_configured(bool management);
 
 /* verify.c */
 extern void junction_headers_from_jsonb(Jsonb *headers, jx_sig_headers *out);
