@@ -1,7 +1,8 @@
 /*
  * signature.c — Svix / Standard Webhooks signature verification.
  *
- * The strict intersection of the official libraries (see shared/svix.md):
+ * The strict intersection of the official libraries (the rules, and where
+ * the libraries differ, are in the README, "Signature verification"):
  * strict padded base64 secrets, strict integer timestamps signed in canonical
  * form, an inclusive tolerance window, only "v1" entries, constant-time
  * comparison of the base64 text.  No Postgres types: this file is also built
