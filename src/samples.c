@@ -21,6 +21,9 @@
  *
  * Runs with TimeZone = UTC (set by junction._upsert_samples), so a timestamp without an offset
  * suffix is read as UTC.
+ *
+ * Also here: junction._subxact_room(), which tells junction_sync whether its fast path may open
+ * one more subtransaction.
  */
 #include "postgres.h"
 
@@ -85,6 +88,7 @@ jbv_json_text(JsonbValue *v)
 	return JsonbToCString(NULL, &JsonbValueToJsonb(v)->root, 0);
 }
 
+/* obj -> key into *out; false when the key is missing. */
 static bool
 get_key(JsonbContainer *obj, const char *key, JsonbValue *out)
 {
@@ -99,6 +103,7 @@ typedef struct SampleKeys
 	int			others;			/* keys without a column (they go to extra) */
 } SampleKeys;
 
+/* The index of a key in column_keys, -1 for a key without a column. */
 static int
 column_key_index(const char *k, int len)
 {
@@ -108,6 +113,7 @@ column_key_index(const char *k, int len)
 	return -1;
 }
 
+/* Fill sk from one pass over a sample object: the column keys (the first nremovable) and a count of the others. */
 static void
 read_sample_keys(JsonbContainer *obj, int nremovable, SampleKeys *sk)
 {
@@ -165,34 +171,201 @@ sample_head(JsonbValue *sample)
 	return s;
 }
 
+/* What every sample of one group shares: the arguments and the keys that leave a sample's extra. */
+typedef struct GroupInfo
+{
+	const char *resource;
+	bool		numeric_kind;	/* value_kind = 'number': "value" is a column */
+	bool		floating;		/* floating-time resource: the wall clock read as UTC */
+	Jsonb	   *source_extra;	/* the group's source extras, or NULL */
+	int			nremovable;		/* column_keys that have a column (8 numeric, else 7) */
+	ArrayType  *removable;		/* those keys as text[], built on first need, in outer */
+	MemoryContext outer;
+} GroupInfo;
+
+/* local_time: floating, the wall clock; else time at UTC + timezone_offset seconds (false: null). */
+static bool
+local_time(Timestamp t, bool floating, bool have_tz, int32 tz, Datum *out)
+{
+	Timestamp	lt;
+
+	if (floating)
+	{
+		*out = TimestampGetDatum(t);
+		return true;
+	}
+	if (!have_tz)
+		return false;
+	if (TIMESTAMP_NOT_FINITE(t))
+	{
+		*out = TimestampGetDatum(t);
+		return true;
+	}
+	lt = t + (int64) tz * USECS_PER_SEC;
+	if (!IS_VALID_TIMESTAMP(lt))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range")));
+	*out = TimestampGetDatum(lt);
+	return true;
+}
+
+/* extra: the keys without a column, plus the source extras, nulls stripped (false: null). */
+static bool
+sample_extra(GroupInfo *g, JsonbValue *elem, SampleKeys *sk, Datum *out)
+{
+	Datum		rest;
+	Jsonb	   *stripped;
+
+	if (sk->others == 0)
+	{
+		if (g->source_extra == NULL)
+			return false;
+		*out = JsonbPGetDatum(g->source_extra);
+		return true;
+	}
+	if (g->removable == NULL)
+	{
+		Datum		keys[8];
+		MemoryContext old = MemoryContextSwitchTo(g->outer);
+
+		for (int k = 0; k < g->nremovable; k++)
+			keys[k] = CStringGetTextDatum(column_keys[k]);
+		g->removable = construct_array(keys, g->nremovable, TEXTOID, -1, false, TYPALIGN_INT);
+		MemoryContextSwitchTo(old);
+	}
+	rest = DirectFunctionCall2(jsonb_delete_array, JsonbPGetDatum(JsonbValueToJsonb(elem)),
+							   PointerGetDatum(g->removable));
+	if (g->source_extra)
+		rest = DirectFunctionCall2(jsonb_concat, rest, JsonbPGetDatum(g->source_extra));
+	stripped = DatumGetJsonbP(DirectFunctionCall1(jsonb_strip_nulls, rest));
+	if (JB_ROOT_IS_OBJECT(stripped) && JB_ROOT_COUNT(stripped) == 0)
+		return false;
+	*out = JsonbPGetDatum(stripped);
+	return true;
+}
+
+/*
+ * One sample (element ord of data[]) as a row: values/nulls of (ord, type, time, time_end, value,
+ * unit, timezone_offset, local_time, extra), with the old SQL's error for each bad input.
+ */
+static void
+sample_row(GroupInfo *g, JsonbValue *elem, int64 ord, Datum *values, bool *nulls)
+{
+	JsonbContainer *s;
+	char	   *start_text;
+	char	   *str;
+	SampleKeys	sk;
+	Timestamp	t;
+	bool		have_tz = false;
+	int32		tz = 0;
+
+	/* sample - '{id,timestamp,...}': a scalar cannot have keys deleted */
+	if (elem->type != jbvBinary)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot delete from scalar")));
+	s = elem->val.binary.data;
+	if (!JsonContainerIsObject(s))
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("%s sample without timestamp: %s", g->resource, sample_head(elem))));
+
+	read_sample_keys(s, g->nremovable, &sk);
+	start_text = key_text(&sk, K_START);
+	if (start_text == NULL)
+		start_text = key_text(&sk, K_TIMESTAMP);
+	if (start_text == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("%s sample without timestamp: %s", g->resource, sample_head(elem))));
+
+	values[0] = Int64GetDatum(ord);
+
+	/* type */
+	str = key_text(&sk, K_TYPE);
+	values[1] = CStringGetTextDatum(str ? str : "");
+
+	/* time, time_end */
+	t = parse_time(start_text, g->floating);
+	values[2] = TimestampTzGetDatum(t);
+	str = key_text(&sk, K_END);
+	if (str)
+		values[3] = TimestampTzGetDatum(parse_time(str, g->floating));
+	else
+		nulls[3] = true;
+
+	/* value */
+	nulls[4] = true;
+	if (g->numeric_kind && sk.found[K_VALUE] && sk.v[K_VALUE].type != jbvNull)
+	{
+		if (sk.v[K_VALUE].type != jbvNumeric)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+					 errmsg("%s sample value %s is not a number", g->resource,
+							jbv_json_text(&sk.v[K_VALUE]))));
+		values[4] = DirectFunctionCall1(numeric_float8, NumericGetDatum(sk.v[K_VALUE].val.numeric));
+		nulls[4] = false;
+	}
+
+	/* unit */
+	str = key_text(&sk, K_UNIT);
+	if (str)
+		values[5] = CStringGetTextDatum(str);
+	else
+		nulls[5] = true;
+
+	/* timezone_offset */
+	str = key_text(&sk, K_TZ);
+	if (str)
+	{
+		tz = DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum(str)));
+		have_tz = true;
+		values[6] = Int32GetDatum(tz);
+	}
+	else
+		nulls[6] = true;
+
+	nulls[7] = !local_time(t, g->floating, have_tz, tz, &values[7]);
+	nulls[8] = !sample_extra(g, elem, &sk, &values[8]);
+}
+
+/*
+ * junction._group_samples(grp jsonb, resource text, value_kind text, floating boolean,
+ * source_extra jsonb) -> SETOF (ord, type, time, time_end, value, unit, timezone_offset,
+ * local_time, extra): one typed row per element of grp -> 'data', in order.
+ *
+ * Why C: typing a sample in SQL took a dozen jsonb operators, each a lookup over the sample
+ * object; this reads each sample's keys in one pass (read_sample_keys) and the group once, for
+ * webhooks and junction_sync alike. It gives the same rows, and raises the same errors, as the SQL
+ * it replaced (the rules are in the header of this file; sql/samples.sql guards them). Nothing
+ * for a NULL group or resource, a non-object group or one without "data"; "data" must be an array.
+ * Each sample's scratch memory is freed once its row is in the tuplestore.
+ */
 Datum
 junction_group_samples(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Jsonb	   *grp;
-	char	   *resource;
-	bool		numeric_kind;
-	bool		floating;
-	Jsonb	   *source_extra;
+	GroupInfo	g;
 	JsonbValue	data;
 	JsonbIterator *it;
 	JsonbValue	elem;
 	JsonbIteratorToken tok;
 	int64		ord = 0;
-	int			nremovable;
-	ArrayType  *removable = NULL;
-	MemoryContext outer = CurrentMemoryContext;
 	MemoryContext tmp;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		PG_RETURN_NULL();
 	grp = PG_GETARG_JSONB_P(0);
-	resource = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	numeric_kind = !PG_ARGISNULL(2) && strcmp(text_to_cstring(PG_GETARG_TEXT_PP(2)), "number") == 0;
-	floating = !PG_ARGISNULL(3) && PG_GETARG_BOOL(3);
-	source_extra = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
-	nremovable = numeric_kind ? 8 : 7;
+	g.resource = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	g.numeric_kind = !PG_ARGISNULL(2) && strcmp(text_to_cstring(PG_GETARG_TEXT_PP(2)), "number") == 0;
+	g.floating = !PG_ARGISNULL(3) && PG_GETARG_BOOL(3);
+	g.source_extra = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+	g.nremovable = g.numeric_kind ? 8 : 7;
+	g.removable = NULL;
+	g.outer = CurrentMemoryContext;
 
 	/* grp -> 'data': nothing for a non-object group or a missing key, as jsonb_array_elements(NULL) */
 	if (!JB_ROOT_IS_OBJECT(grp) || !get_key(&grp->root, "data", &data))
@@ -205,148 +378,21 @@ junction_group_samples(PG_FUNCTION_ARGS)
 						(data.type == jbvBinary && JsonContainerIsObject(data.val.binary.data))
 						? "an object" : "a scalar")));
 
-	/* each sample's scratch memory is freed once its row is in the tuplestore */
-	tmp = AllocSetContextCreate(outer, "junction group samples", ALLOCSET_DEFAULT_SIZES);
+	tmp = AllocSetContextCreate(g.outer, "junction group samples", ALLOCSET_DEFAULT_SIZES);
 	it = JsonbIteratorInit(data.val.binary.data);
 	while ((tok = JsonbIteratorNext(&it, &elem, true)) != WJB_DONE)
 	{
 		Datum		values[NCOLS];
 		bool		nulls[NCOLS] = {0};
-		JsonbContainer *s;
-		char	   *start_text;
-		char	   *str;
-		SampleKeys	sk;
-		Timestamp	t;
-		bool		have_tz = false;
-		int32		tz = 0;
 
 		if (tok != WJB_ELEM)
 			continue;
 		CHECK_FOR_INTERRUPTS();
 		ord++;
 		MemoryContextSwitchTo(tmp);
-
-		/* sample - '{id,timestamp,...}': a scalar cannot have keys deleted */
-		if (elem.type != jbvBinary)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("cannot delete from scalar")));
-		s = elem.val.binary.data;
-		if (!JsonContainerIsObject(s))
-			ereport(ERROR,
-					(errcode(ERRCODE_NOT_NULL_VIOLATION),
-					 errmsg("%s sample without timestamp: %s", resource, sample_head(&elem))));
-
-		read_sample_keys(s, nremovable, &sk);
-		start_text = key_text(&sk, K_START);
-		if (start_text == NULL)
-			start_text = key_text(&sk, K_TIMESTAMP);
-		if (start_text == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_NOT_NULL_VIOLATION),
-					 errmsg("%s sample without timestamp: %s", resource, sample_head(&elem))));
-
-		values[0] = Int64GetDatum(ord);
-
-		/* type */
-		str = key_text(&sk, K_TYPE);
-		values[1] = CStringGetTextDatum(str ? str : "");
-
-		/* time, time_end */
-		t = parse_time(start_text, floating);
-		values[2] = TimestampTzGetDatum(t);
-		str = key_text(&sk, K_END);
-		if (str)
-			values[3] = TimestampTzGetDatum(parse_time(str, floating));
-		else
-			nulls[3] = true;
-
-		/* value */
-		nulls[4] = true;
-		if (numeric_kind && sk.found[K_VALUE] && sk.v[K_VALUE].type != jbvNull)
-		{
-			if (sk.v[K_VALUE].type != jbvNumeric)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-						 errmsg("%s sample value %s is not a number", resource,
-								jbv_json_text(&sk.v[K_VALUE]))));
-			values[4] = DirectFunctionCall1(numeric_float8, NumericGetDatum(sk.v[K_VALUE].val.numeric));
-			nulls[4] = false;
-		}
-
-		/* unit */
-		str = key_text(&sk, K_UNIT);
-		if (str)
-			values[5] = CStringGetTextDatum(str);
-		else
-			nulls[5] = true;
-
-		/* timezone_offset */
-		str = key_text(&sk, K_TZ);
-		if (str)
-		{
-			tz = DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum(str)));
-			have_tz = true;
-			values[6] = Int32GetDatum(tz);
-		}
-		else
-			nulls[6] = true;
-
-		/* local_time */
-		if (floating)
-			values[7] = TimestampGetDatum(t);
-		else if (!have_tz)
-			nulls[7] = true;
-		else if (TIMESTAMP_NOT_FINITE(t))
-			values[7] = TimestampGetDatum(t);
-		else
-		{
-			Timestamp	lt = t + (int64) tz * USECS_PER_SEC;
-
-			if (!IS_VALID_TIMESTAMP(lt))
-				ereport(ERROR,
-						(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-						 errmsg("timestamp out of range")));
-			values[7] = TimestampGetDatum(lt);
-		}
-
-		/* extra: the keys without a column, plus the source extras, nulls stripped */
-		if (sk.others == 0)
-		{
-			if (source_extra)
-				values[8] = JsonbPGetDatum(source_extra);
-			else
-				nulls[8] = true;
-		}
-		else
-		{
-			Datum		rest;
-			Jsonb	   *stripped;
-
-			if (removable == NULL)
-			{
-				Datum		keys[8];
-
-				MemoryContextSwitchTo(outer);
-				for (int k = 0; k < nremovable; k++)
-					keys[k] = CStringGetTextDatum(column_keys[k]);
-				removable = construct_array(keys, nremovable, TEXTOID, -1, false, TYPALIGN_INT);
-				MemoryContextSwitchTo(tmp);
-			}
-			rest = DirectFunctionCall2(jsonb_delete_array,
-									   JsonbPGetDatum(JsonbValueToJsonb(&elem)),
-									   PointerGetDatum(removable));
-			if (source_extra)
-				rest = DirectFunctionCall2(jsonb_concat, rest, JsonbPGetDatum(source_extra));
-			stripped = DatumGetJsonbP(DirectFunctionCall1(jsonb_strip_nulls, rest));
-			if (JB_ROOT_IS_OBJECT(stripped) && JB_ROOT_COUNT(stripped) == 0)
-				nulls[8] = true;
-			else
-				values[8] = JsonbPGetDatum(stripped);
-		}
-
+		sample_row(&g, &elem, ord, values, nulls);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		MemoryContextSwitchTo(outer);
+		MemoryContextSwitchTo(g.outer);
 		MemoryContextReset(tmp);
 	}
 	MemoryContextDelete(tmp);
