@@ -4,7 +4,9 @@
  * connect and total timeouts, query cancel / statement_timeout through the
  * progress callback, retries with Retry-After or exponential backoff, and SQL
  * errors that carry a SQLSTATE, the status, method, path and Junction's
- * detail text — never the key.
+ * detail text — never the key.  It owns the API settings (junction.api_key*,
+ * *_base_url, http_*, auto_backfill), the key files, the redaction of answers,
+ * and raise_http_error, the one place an HTTP status becomes a SQLSTATE.
  */
 #include "postgres.h"
 

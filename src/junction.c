@@ -1,6 +1,8 @@
 /*
- * junction.c — module entry point: GUCs, shared memory, worker registration,
- * and the commit-time wake-up of the workers.
+ * junction.c — module entry point (_PG_init): the workers' and the drain's
+ * GUCs (the API client's are in http.c), shared memory, registration of the
+ * inbox workers (worker.c) and the backfill worker (backfill.c), the
+ * commit-time wake-up of the workers, and junction._worker_state().
  */
 #include "postgres.h"
 
