@@ -2,7 +2,9 @@
 MODULE_big = junction
 OBJS = src/junction.o src/signature.o src/verify.o src/drain.o src/worker.o src/backoff.o src/http.o src/samples.o
 EXTENSION = junction
-DATA_built = src/junction--0.1.0.sql
+DATA_built = src/junction--0.2.0.sql
+# earlier releases' install scripts (verbatim) and the upgrade scripts between releases
+DATA = src/upgrade/junction--0.1.0.sql
 SHLIB_LINK = -lcurl -lcrypto
 PG_CPPFLAGS = -Isrc
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror=implicit-function-declaration
@@ -16,7 +18,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # The install script is the concatenation of src/sql/*.sql in name order.
-src/junction--0.1.0.sql: $(sort $(wildcard src/sql/*.sql))
+src/junction--0.2.0.sql: $(sort $(wildcard src/sql/*.sql))
 	cat $^ > $@
 
 # Tests run in a database the worker serves (created by test/run-tests.sh).

@@ -76,7 +76,7 @@ SELECT d.headers, d.body FROM generate_series(2000, 2199) i,
 -- the string literals of the C sources (the SQL the workers and the drain run)
 CREATE TABLE public.jx_names AS
 SELECT DISTINCT lower(m[1]) AS name
-FROM (SELECT pg_read_file('$($PG_CONFIG --sharedir)/extension/junction--0.1.0.sql') AS src
+FROM (SELECT pg_read_file('$($PG_CONFIG --sharedir)/extension/junction--0.2.0.sql') AS src
       UNION ALL SELECT pg_read_file('$W/c_sql.txt')) s,
      regexp_matches(s.src, '([A-Za-z_][A-Za-z0-9_]*)\s*\(', 'g') AS m;
 GRANT SELECT ON public.jx_names TO mallory;
