@@ -4,7 +4,7 @@ OBJS = src/junction.o src/signature.o src/verify.o src/drain.o src/worker.o src/
 EXTENSION = junction
 DATA_built = src/junction--0.2.0.sql
 # earlier releases' install scripts (verbatim) and the upgrade scripts between releases
-DATA = src/upgrade/junction--0.1.0.sql
+DATA = src/upgrade/junction--0.1.0.sql src/upgrade/junction--0.1.0--0.2.0.sql
 SHLIB_LINK = -lcurl -lcrypto
 PG_CPPFLAGS = -Isrc
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror=implicit-function-declaration
