@@ -3,7 +3,7 @@
  * transaction.  At start it puts jobs a crash left running back to pending;
  * then it claims one due job (a historical.data.* range or a workout stream),
  * runs it (fetch + load + mark done), or records its failure (retried later
- * or failed), each in its own transaction.  The SQL is in src/sql/60_api.sql;
+ * or failed), each in its own transaction.  The SQL is in src/install/65_backfill.sql;
  * what this worker shares with the inbox worker is in bgw.c.
  */
 #include "postgres.h"

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# fault_upgrade.sh — an install of the previous release (0.1.0), with data, upgraded in place
+# with ALTER EXTENSION junction UPDATE while the worker serves it, ends exactly like a fresh
+# install of the current version: the same extension objects, definitions, constraints,
+# comments and privileges (test/sql/extension_facts.sql, diffed; every object that differs
+# is named), the same pg_dump --schema-only; no data lost; the worker goes on draining.
+# Negative controls: deliberate small differences (a NOT VALID constraint, a lost SET clause,
+# STRICT, a grant, a comment, a body, a member) each make the comparison fail.
+set -uo pipefail
+. "$(dirname "$0")/lib_fault.sh"
+W=/tmp/junction-fault-upgrade.$$
+trap 'jx_cluster_stop; [ -n "${KEEP:-}" ] || rm -rf "$W"' EXIT
+OLD=0.1.0
+NEW=$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$ROOT/junction.control")
+FACTS=$ROOT/test/sql/extension_facts.sql
+q() { psql -qXAt -d "$1" -c "$2"; }
+
+mkdir -p "$W"
+JX_PORT=5453 jx_cluster_start "$W/pg" junction_fault "junction.batch_size = 500"
+psql -qX -d postgres -c "CREATE DATABASE junction_clean" -c "CREATE DATABASE junction_mutant" >/dev/null
+# junction_fault: the old release, served by the worker; junction_clean: a fresh install of the
+# current one (the reference, drained synchronously); junction_mutant: upgraded, for the controls
+for db in junction_fault junction_clean junction_mutant; do
+    v=$OLD; [ $db = junction_clean ] && v=$NEW
+    psql -qX -v ON_ERROR_STOP=1 -d $db >/dev/null <<SQL || { echo "FAIL - setup of $db"; exit 1; }
+CREATE EXTENSION junction VERSION '$v';
+INSERT INTO junction.webhook_secrets(secret) VALUES ('$SECRET');
+\i $ROOT/test/sql/deliveries.sql
+CREATE TABLE loaded (chunk integer PRIMARY KEY);
+SQL
+done
+check "junction_fault runs $OLD, junction_clean $NEW (≠ $OLD)" \
+    "[ \$(q junction_fault 'SELECT extversion FROM pg_extension WHERE extname = \$\$junction\$\$') = $OLD ] && [ \$(q junction_clean 'SELECT extversion FROM pg_extension WHERE extname = \$\$junction\$\$') = $NEW ] && [ $NEW != $OLD ]"
+
+# ---- data under the old release, drained by the (new) worker ----
+load_chunks junction_fault 0 2000
+check "the worker drains $OLD's inbox (deadline 120 s)" "wait_drained junction_fault 120"
+q junction_fault "SELECT * FROM jx_typed_fingerprint()" > "$W/before.fp"
+MAXID=$(q junction_fault "SELECT max(id) FROM junction.inbox")
+q junction_fault "SELECT count(*), md5(string_agg(concat_ws('|', id, received_at, headers, md5(body), status, attempts, error, sqlstate, processed_at), ',' ORDER BY id)) FROM junction.inbox" > "$W/before.inbox"
+
+# ---- the update, in one transaction with rows 0.1.0 accepted and 0.2.0's constraints refuse:
+#      headers that are no object (a receiver could store them) and an infinite received_at ----
+psql -qX -v ON_ERROR_STOP=1 -d junction_fault > "$W/update.out" 2>&1 <<'SQL'
+BEGIN;
+SELECT junction_receive('[]', '{"event_type": "x"}');
+SELECT junction_receive('"scalar"', '{"event_type": "y"}');
+INSERT INTO junction.inbox (received_at, headers, body) VALUES ('infinity', '{"svix-id": "msg_upgrade_inf"}', '{}');
+CREATE TEMP TABLE bad AS SELECT id FROM junction.inbox WHERE status = 'pending';
+ALTER EXTENSION junction UPDATE;
+COMMIT;
+SQL
+rc=$?; cat "$W/update.out"
+check "ALTER EXTENSION junction UPDATE succeeds with rows that break the new constraints" "[ $rc -eq 0 ]"
+check "extversion is now $NEW" "[ \$(q junction_fault 'SELECT extversion FROM pg_extension WHERE extname = \$\$junction\$\$') = $NEW ]"
+
+# ---- 1. the extension's objects equal a fresh install's ----
+compare_facts() {  # db, label: diff db's facts against junction_clean's, name the objects that differ
+    psql -qX -d "$1" -f "$FACTS" > "$W/$2.facts" 2>&1
+    diff -u "$W/clean.facts" "$W/$2.facts" > "$W/$2.diff"
+}
+psql -qX -d junction_clean -f "$FACTS" > "$W/clean.facts"
+check "the facts query describes the extension ($(wc -l < "$W/clean.facts") facts)" "[ \$(wc -l < '$W/clean.facts') -gt 1000 ]"
+if compare_facts junction_fault upgraded; then
+    check "upgraded extension objects equal a fresh $NEW install's" true
+else
+    check "upgraded extension objects equal a fresh $NEW install's" false
+    echo "objects that differ (- fresh $NEW, + upgraded from $OLD):"
+    grep -E '^[-+][^-+]' "$W/upgraded.diff" | sed -E 's/^([-+])(.*) \| .*/\1 \2/' | sort -u | sed 's/^/    /'
+    head -150 "$W/upgraded.diff"
+fi
+# pg_dump leaves extension members out; it still shows the rest of the database, the extension
+# itself, and any privilege on a member that differs from the extension's initial privileges
+dump() { $PG_BIN/pg_dump --schema-only -d "$1" | grep -vE '^(--|SET |SELECT pg_catalog.set_config|\\(un)?restrict |$)'; }
+dump junction_clean > "$W/clean.dump"; dump junction_fault > "$W/upgraded.dump"
+check "pg_dump --schema-only of upgraded and fresh databases equal (normalised)" "diff -u '$W/clean.dump' '$W/upgraded.dump'"
+
+# ---- 2. the data survived ----
+q junction_fault "SELECT * FROM jx_typed_fingerprint()" > "$W/after.fp"
+check "typed tables unchanged by the update" "diff '$W/before.fp' '$W/after.fp'"
+check "inbox rows from before unchanged by the update" \
+    "[ \"\$(q junction_fault \"SELECT count(*), md5(string_agg(concat_ws('|', id, received_at, headers, md5(body), status, attempts, error, sqlstate, processed_at), ',' ORDER BY id)) FROM junction.inbox WHERE id <= $MAXID\")\" = \"\$(cat '$W/before.inbox')\" ]"
+psql -qX -d junction_fault -c "SELECT id, received_at = (SELECT max(processed_at) FROM junction.inbox WHERE error LIKE '%upgrade to%') AS at_upgrade, headers, status, sqlstate, error FROM junction.inbox WHERE error LIKE '%upgrade to%' ORDER BY id"
+check "the 3 refused rows: kept, quarantined, originals noted" \
+    "[ \$(q junction_fault \"SELECT count(*) FROM junction.inbox WHERE status = 'quarantined' AND error LIKE '%upgrade to $NEW%' AND isfinite(received_at) AND jsonb_typeof(headers) = 'object'\") = 3 ]"
+check "wrapped headers keep their original value" \
+    "[ \"\$(q junction_fault \"SELECT string_agg(headers->>'junction_upgrade_original_headers', ',' ORDER BY id) FROM junction.inbox WHERE headers ? 'junction_upgrade_original_headers'\")\" = '[],scalar' ]"
+check "the infinite received_at is noted and quarantined as the drain does (22008)" \
+    "[ \$(q junction_fault \"SELECT count(*) FROM junction.inbox WHERE headers->>'svix-id' = 'msg_upgrade_inf' AND sqlstate = '22008' AND error LIKE '%received_at was infinity%'\") = 1 ]"
+
+# ---- the worker goes on draining: new deliveries are processed and typed ----
+load_chunks junction_fault 2000 3000
+check "the worker drains deliveries made after the update (deadline 120 s)" "wait_drained junction_fault 120"
+check "every good delivery processed (3000), only the 3 refused rows quarantined" \
+    "[ \"\$(q junction_fault \"SELECT count(*) FILTER (WHERE status = 'processed'), count(*) FILTER (WHERE status = 'quarantined') FROM junction.inbox\")\" = '3000|3' ]"
+load_chunks junction_clean 0 3000
+q junction_clean "SELECT junction_process_inbox(3000)" >/dev/null
+q junction_fault "SELECT * FROM jx_typed_fingerprint()" > "$W/fault.fp"
+q junction_clean "SELECT * FROM jx_typed_fingerprint()" > "$W/clean.fp"
+cat "$W/fault.fp"
+check "typed tables identical to a fresh $NEW install given the same deliveries" "diff '$W/fault.fp' '$W/clean.fp'"
+check "typed tables grew after the update" "! diff -q '$W/before.fp' '$W/fault.fp' >/dev/null"
+worker_errors=$(grep -E 'junction (worker|backfill): (ERROR|FATAL|PANIC)' "$W/pg/server.log" | grep -v 'terminating background worker' || true)
+check "no error logged by a junction worker" "[ -z \"\$worker_errors\" ]"
+[ -z "$worker_errors" ] || echo "$worker_errors" | head
+
+# ---- 3. negative controls: the comparison sees each of these small differences ----
+q junction_mutant "ALTER EXTENSION junction UPDATE" >/dev/null
+check "control: a second (empty) upgraded database equals the fresh one" "compare_facts junction_mutant mutant"
+mutant() {  # description, SQL: applied in a transaction that is rolled back after the facts are read
+    psql -qX -d junction_mutant -c "BEGIN" -c "$2" -f "$FACTS" -c "ROLLBACK" > "$W/mutant.facts" 2>&1
+    if diff "$W/clean.facts" "$W/mutant.facts" > "$W/mutant.diff"; then
+        check "control: comparison fails for $1" false
+    else
+        check "control: comparison fails for $1 ($(grep -cE '^[<>]' "$W/mutant.diff") lines, e.g. $(grep -E '^[<>]' "$W/mutant.diff" | head -1 | cut -c1-90))" true
+    fi
+}
+mutant "a NOT VALID constraint" "ALTER TABLE junction.inbox DROP CONSTRAINT inbox_headers_object, ADD CONSTRAINT inbox_headers_object CHECK (jsonb_typeof(headers) = 'object') NOT VALID"
+mutant "a missing SET clause" "ALTER FUNCTION junction_webhook_create(text, text[], text, integer, boolean, text) RESET log_min_error_statement"
+mutant "STRICT" "ALTER FUNCTION junction_process_inbox(integer) STRICT"
+mutant "a grant to PUBLIC" "GRANT EXECUTE ON FUNCTION junction._redact(text, text[]) TO PUBLIC"
+mutant "an old comment" "COMMENT ON FUNCTION junction._backfill_claim() IS 'none while junction.api_key is empty'"
+mutant "a function body" "CREATE OR REPLACE FUNCTION junction._require(value anyelement, what text) RETURNS anyelement LANGUAGE plpgsql VOLATILE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS \$\$BEGIN RETURN value; END\$\$"
+mutant "an object left out of the extension" "ALTER EXTENSION junction DROP FUNCTION junction._redact(text, text[])"
+mutant "a missing index" "DROP INDEX junction.inbox_pending"
+# and pg_dump's comparison sees a privilege on a member that differs from the extension's own
+q junction_mutant "GRANT EXECUTE ON FUNCTION junction._redact(text, text[]) TO PUBLIC"
+dump junction_mutant > "$W/mutant.dump"
+q junction_mutant "REVOKE EXECUTE ON FUNCTION junction._redact(text, text[]) FROM PUBLIC"
+check "control: pg_dump comparison fails for a grant to PUBLIC" "! diff '$W/clean.dump' '$W/mutant.dump' > '$W/mutant.dumpdiff' && grep -q 'GRANT.*_redact.*PUBLIC' '$W/mutant.dumpdiff'"
+
+echo "$CHECKS_PASSED passed, $CHECKS_FAILED failed"
+[ $CHECKS_FAILED -eq 0 ]
