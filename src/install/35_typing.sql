@@ -438,33 +438,20 @@ $fn$;
 COMMENT ON FUNCTION junction._upsert_backfills(junction.typing_item[]) IS
   'record completed historical pulls (fetch_status pending); the latest received wins per user, provider, resource';
 
--- ---------------------------------------------------------------------------------------------
--- The batch entry point called by the C drain.
--- ---------------------------------------------------------------------------------------------
-CREATE FUNCTION junction._apply_deliveries(ids bigint[], svix_ids text[])
-RETURNS integer
+-- The verified deliveries of a batch, parsed once and classified: event type, family, resource,
+-- user, team, provider (junction._provider) and the object to type. Validation raises here, for
+-- the first bad row, before anything is written (junction._apply_deliveries' first half).
+CREATE FUNCTION junction._classify_deliveries(ids bigint[], svix_ids text[])
+RETURNS TABLE (svix_id text, inbox_id bigint, received_at timestamptz, payload jsonb, event_type text,
+               family text, resource text, user_id uuid, team_id uuid, client_user_id text,
+               provider text, obj jsonb)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET timezone = 'UTC'
 AS $fn$
-DECLARE
-    accepted   integer;
-    summaries  junction.typing_item[];
-    timeseries junction.typing_item[];
-    streams    junction.typing_item[];
-    conns      junction.typing_item[];
-    backfills  junction.typing_item[];
+#variable_conflict use_column
 BEGIN
-    IF cardinality(ids) IS DISTINCT FROM cardinality(svix_ids) THEN
-        RAISE EXCEPTION '_apply_deliveries: % inbox ids but % svix ids',
-            coalesce(cardinality(ids), 0), coalesce(cardinality(svix_ids), 0)
-            USING ERRCODE = '22023';
-    END IF;
-    IF array_position(ids, NULL) IS NOT NULL OR array_position(svix_ids, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION '_apply_deliveries: null inbox id or svix id' USING ERRCODE = '22004';
-    END IF;
-
-    -- Parse each body once, validate, classify, insert the events, and collect the new ones.
+    RETURN QUERY
     WITH delivery AS (
         SELECT DISTINCT ON (d.svix_id) d.svix_id, d.inbox_id
         FROM unnest(ids, svix_ids) AS d(inbox_id, svix_id)
@@ -564,6 +551,44 @@ BEGIN
             SELECT junction._provider(x.data) AS provider
             OFFSET 0
         ) AS v
+    )
+    SELECT c.svix_id, c.inbox_id, c.received_at, c.payload, c.event_type, c.family, c.resource,
+           c.user_id, c.team_id, c.client_user_id, c.provider, c.obj
+    FROM classified AS c;
+END
+$fn$;
+COMMENT ON FUNCTION junction._classify_deliveries(bigint[], text[]) IS
+  'parse, validate and classify verified inbox rows (ids with their svix ids), one row per distinct svix id; raises on bad input';
+
+-- ---------------------------------------------------------------------------------------------
+-- The batch entry point called by the C drain.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION junction._apply_deliveries(ids bigint[], svix_ids text[])
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    accepted   integer;
+    summaries  junction.typing_item[];
+    timeseries junction.typing_item[];
+    streams    junction.typing_item[];
+    conns      junction.typing_item[];
+    backfills  junction.typing_item[];
+BEGIN
+    IF cardinality(ids) IS DISTINCT FROM cardinality(svix_ids) THEN
+        RAISE EXCEPTION '_apply_deliveries: % inbox ids but % svix ids',
+            coalesce(cardinality(ids), 0), coalesce(cardinality(svix_ids), 0)
+            USING ERRCODE = '22023';
+    END IF;
+    IF array_position(ids, NULL) IS NOT NULL OR array_position(svix_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION '_apply_deliveries: null inbox id or svix id' USING ERRCODE = '22004';
+    END IF;
+
+    -- Parse, validate and classify each delivery once, insert the events, collect the new ones.
+    WITH classified AS MATERIALIZED (
+        SELECT * FROM junction._classify_deliveries(ids, svix_ids)
     ), inserted AS (
         INSERT INTO junction.events AS ev
             (svix_id, inbox_id, event_type, user_id, client_user_id, team_id, provider, resource,

@@ -138,106 +138,9 @@ BEGIN
         RAISE EXCEPTION '_apply_deliveries: null inbox id or svix id' USING ERRCODE = '22004';
     END IF;
 
-    -- Parse each body once, validate, classify, insert the events, and collect the new ones.
-    WITH delivery AS (
-        SELECT DISTINCT ON (d.svix_id) d.svix_id, d.inbox_id
-        FROM unnest(ids, svix_ids) AS d(inbox_id, svix_id)
-        ORDER BY d.svix_id, d.inbox_id
-    ), parsed AS MATERIALIZED (
-        SELECT d.svix_id, i.id AS inbox_id, i.received_at, i.body::jsonb AS payload
-        FROM delivery AS d
-        JOIN junction.inbox AS i ON i.id = d.inbox_id
-    ), classified AS MATERIALIZED (
-        SELECT p.svix_id, p.inbox_id, p.received_at, p.payload, e.event_type, k.family, k.resource,
-               u.user_id, u.team_id, p.payload ->> 'client_user_id' AS client_user_id, v.provider,
-               -- the object to type; validating it here raises for bad input before anything is typed
-               CASE
-                 WHEN k.family IS NULL THEN NULL
-                 WHEN coalesce(jsonb_typeof(x.data), 'null') = 'null' THEN
-                   junction._fail('23502', format('%s: missing data', e.event_type))::jsonb
-                 WHEN jsonb_typeof(x.data) <> 'object' THEN
-                   junction._fail('22023', format('%s: data must be an object, not %s',
-                                                  e.event_type, jsonb_typeof(x.data)))::jsonb
-                 WHEN r.id_field IS NOT NULL
-                      AND coalesce(jsonb_typeof(x.data -> r.id_field), 'null') = 'null' THEN
-                   junction._fail('23502', format('%s: missing data.%s', e.event_type, r.id_field))::jsonb
-                 WHEN k.family = 'timeseries'
-                      AND coalesce(jsonb_typeof(x.data -> 'data'), 'null') = 'null' THEN
-                   junction._fail('23502', format('%s: missing data.data (the samples)', e.event_type))::jsonb
-                 WHEN k.family = 'timeseries' AND jsonb_typeof(x.data -> 'data') <> 'array' THEN
-                   junction._fail('22023', format('%s: data.data must be an array, not %s',
-                                                  e.event_type, jsonb_typeof(x.data -> 'data')))::jsonb
-                 WHEN v.provider IS NULL THEN
-                   junction._fail('23502', format('%s: missing provider (data.%s)', e.event_type,
-                       CASE WHEN k.family IN ('connection', 'historical') OR k.resource = 'device'
-                            THEN 'provider' ELSE 'source.provider' END))::jsonb
-                 ELSE x.data
-               END AS obj
-        FROM parsed AS p
-        CROSS JOIN LATERAL (
-            SELECT CASE
-                     WHEN jsonb_typeof(p.payload) <> 'object' THEN
-                       junction._fail('22023', format('webhook body is a JSON %s, not an object',
-                                                      jsonb_typeof(p.payload)))
-                     WHEN coalesce(jsonb_typeof(p.payload -> 'event_type'), 'null') = 'null' THEN
-                       junction._fail('23502', 'webhook body has no event_type')
-                     WHEN jsonb_typeof(p.payload -> 'event_type') <> 'string' THEN
-                       junction._fail('22023', format('event_type must be a string, not %s',
-                                                      left((p.payload -> 'event_type')::text, 100)))
-                     WHEN length(p.payload ->> 'event_type') NOT BETWEEN 1 AND 255 THEN
-                       junction._fail('22001', format('event_type must be 1 to 255 characters, got %s',
-                                                      length(p.payload ->> 'event_type')))
-                     ELSE p.payload ->> 'event_type'
-                   END AS event_type,
-                   p.payload -> 'data' AS data
-            OFFSET 0
-        ) AS e
-        CROSS JOIN LATERAL (SELECT e.data AS data, string_to_array(e.event_type, '.') AS parts OFFSET 0) AS x
-        LEFT JOIN junction.resources AS r
-               ON cardinality(x.parts) >= 3
-              AND r.name = x.parts[cardinality(x.parts) - 1]
-              AND r.event_prefix = array_to_string(x.parts[1:cardinality(x.parts) - 2], '.')
-              AND x.parts[cardinality(x.parts)] IN ('created', 'updated')
-        CROSS JOIN LATERAL (
-            SELECT CASE
-                     WHEN r.kind IS NOT NULL THEN r.kind
-                     WHEN e.event_type ~ '^historical\.data\.[a-z0-9_]+\.created$' THEN 'historical'
-                     WHEN e.event_type IN ('provider.connection.created', 'provider.connection.error')
-                       THEN 'connection'
-                   END AS family,
-                   CASE WHEN cardinality(x.parts) >= 3 THEN x.parts[cardinality(x.parts) - 1] END AS resource
-            OFFSET 0
-        ) AS k
-        CROSS JOIN LATERAL (
-            SELECT coalesce(CASE jsonb_typeof(p.payload -> 'user_id')
-                              WHEN 'string' THEN p.payload ->> 'user_id' END,
-                            x.data ->> 'user_id') AS user_id,
-                   p.payload ->> 'team_id' AS team_id
-            OFFSET 0
-        ) AS ut
-        CROSS JOIN LATERAL (
-            SELECT CASE
-                     WHEN ut.user_id IS NULL THEN
-                       CASE WHEN k.family IS NOT NULL THEN
-                         junction._fail('23502', format('%s: missing user_id', e.event_type)) END
-                     WHEN ut.user_id !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
-                       junction._fail('22P02', format('%s: user_id %s is not a uuid', e.event_type,
-                                                      quote_literal(left(ut.user_id, 100))))
-                     ELSE ut.user_id
-                   END::uuid AS user_id,
-                   CASE
-                     WHEN ut.team_id IS NULL THEN NULL
-                     WHEN ut.team_id !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
-                       junction._fail('22P02', format('%s: team_id %s is not a uuid', e.event_type,
-                                                      quote_literal(left(ut.team_id, 100))))
-                     ELSE ut.team_id
-                   END::uuid AS team_id
-            OFFSET 0
-        ) AS u
-        CROSS JOIN LATERAL (
-            SELECT junction._provider(x.data) AS provider
-            OFFSET 0
-        ) AS v
+    -- Parse, validate and classify each delivery once, insert the events, collect the new ones.
+    WITH classified AS MATERIALIZED (
+        SELECT * FROM junction._classify_deliveries(ids, svix_ids)
     ), inserted AS (
         INSERT INTO junction.events AS ev
             (svix_id, inbox_id, event_type, user_id, client_user_id, team_id, provider, resource,
@@ -1190,12 +1093,134 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- 35 typing: junction._apply_deliveries' validation and classification in their own function
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION junction._classify_deliveries(ids bigint[], svix_ids text[])
+RETURNS TABLE (svix_id text, inbox_id bigint, received_at timestamptz, payload jsonb, event_type text,
+               family text, resource text, user_id uuid, team_id uuid, client_user_id text,
+               provider text, obj jsonb)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH delivery AS (
+        SELECT DISTINCT ON (d.svix_id) d.svix_id, d.inbox_id
+        FROM unnest(ids, svix_ids) AS d(inbox_id, svix_id)
+        ORDER BY d.svix_id, d.inbox_id
+    ), parsed AS MATERIALIZED (
+        SELECT d.svix_id, i.id AS inbox_id, i.received_at, i.body::jsonb AS payload
+        FROM delivery AS d
+        JOIN junction.inbox AS i ON i.id = d.inbox_id
+    ), classified AS MATERIALIZED (
+        SELECT p.svix_id, p.inbox_id, p.received_at, p.payload, e.event_type, k.family, k.resource,
+               u.user_id, u.team_id, p.payload ->> 'client_user_id' AS client_user_id, v.provider,
+               -- the object to type; validating it here raises for bad input before anything is typed
+               CASE
+                 WHEN k.family IS NULL THEN NULL
+                 WHEN coalesce(jsonb_typeof(x.data), 'null') = 'null' THEN
+                   junction._fail('23502', format('%s: missing data', e.event_type))::jsonb
+                 WHEN jsonb_typeof(x.data) <> 'object' THEN
+                   junction._fail('22023', format('%s: data must be an object, not %s',
+                                                  e.event_type, jsonb_typeof(x.data)))::jsonb
+                 WHEN r.id_field IS NOT NULL
+                      AND coalesce(jsonb_typeof(x.data -> r.id_field), 'null') = 'null' THEN
+                   junction._fail('23502', format('%s: missing data.%s', e.event_type, r.id_field))::jsonb
+                 WHEN k.family = 'timeseries'
+                      AND coalesce(jsonb_typeof(x.data -> 'data'), 'null') = 'null' THEN
+                   junction._fail('23502', format('%s: missing data.data (the samples)', e.event_type))::jsonb
+                 WHEN k.family = 'timeseries' AND jsonb_typeof(x.data -> 'data') <> 'array' THEN
+                   junction._fail('22023', format('%s: data.data must be an array, not %s',
+                                                  e.event_type, jsonb_typeof(x.data -> 'data')))::jsonb
+                 WHEN v.provider IS NULL THEN
+                   junction._fail('23502', format('%s: missing provider (data.%s)', e.event_type,
+                       CASE WHEN k.family IN ('connection', 'historical') OR k.resource = 'device'
+                            THEN 'provider' ELSE 'source.provider' END))::jsonb
+                 ELSE x.data
+               END AS obj
+        FROM parsed AS p
+        CROSS JOIN LATERAL (
+            SELECT CASE
+                     WHEN jsonb_typeof(p.payload) <> 'object' THEN
+                       junction._fail('22023', format('webhook body is a JSON %s, not an object',
+                                                      jsonb_typeof(p.payload)))
+                     WHEN coalesce(jsonb_typeof(p.payload -> 'event_type'), 'null') = 'null' THEN
+                       junction._fail('23502', 'webhook body has no event_type')
+                     WHEN jsonb_typeof(p.payload -> 'event_type') <> 'string' THEN
+                       junction._fail('22023', format('event_type must be a string, not %s',
+                                                      left((p.payload -> 'event_type')::text, 100)))
+                     WHEN length(p.payload ->> 'event_type') NOT BETWEEN 1 AND 255 THEN
+                       junction._fail('22001', format('event_type must be 1 to 255 characters, got %s',
+                                                      length(p.payload ->> 'event_type')))
+                     ELSE p.payload ->> 'event_type'
+                   END AS event_type,
+                   p.payload -> 'data' AS data
+            OFFSET 0
+        ) AS e
+        CROSS JOIN LATERAL (SELECT e.data AS data, string_to_array(e.event_type, '.') AS parts OFFSET 0) AS x
+        LEFT JOIN junction.resources AS r
+               ON cardinality(x.parts) >= 3
+              AND r.name = x.parts[cardinality(x.parts) - 1]
+              AND r.event_prefix = array_to_string(x.parts[1:cardinality(x.parts) - 2], '.')
+              AND x.parts[cardinality(x.parts)] IN ('created', 'updated')
+        CROSS JOIN LATERAL (
+            SELECT CASE
+                     WHEN r.kind IS NOT NULL THEN r.kind
+                     WHEN e.event_type ~ '^historical\.data\.[a-z0-9_]+\.created$' THEN 'historical'
+                     WHEN e.event_type IN ('provider.connection.created', 'provider.connection.error')
+                       THEN 'connection'
+                   END AS family,
+                   CASE WHEN cardinality(x.parts) >= 3 THEN x.parts[cardinality(x.parts) - 1] END AS resource
+            OFFSET 0
+        ) AS k
+        CROSS JOIN LATERAL (
+            SELECT coalesce(CASE jsonb_typeof(p.payload -> 'user_id')
+                              WHEN 'string' THEN p.payload ->> 'user_id' END,
+                            x.data ->> 'user_id') AS user_id,
+                   p.payload ->> 'team_id' AS team_id
+            OFFSET 0
+        ) AS ut
+        CROSS JOIN LATERAL (
+            SELECT CASE
+                     WHEN ut.user_id IS NULL THEN
+                       CASE WHEN k.family IS NOT NULL THEN
+                         junction._fail('23502', format('%s: missing user_id', e.event_type)) END
+                     WHEN ut.user_id !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
+                       junction._fail('22P02', format('%s: user_id %s is not a uuid', e.event_type,
+                                                      quote_literal(left(ut.user_id, 100))))
+                     ELSE ut.user_id
+                   END::uuid AS user_id,
+                   CASE
+                     WHEN ut.team_id IS NULL THEN NULL
+                     WHEN ut.team_id !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
+                       junction._fail('22P02', format('%s: team_id %s is not a uuid', e.event_type,
+                                                      quote_literal(left(ut.team_id, 100))))
+                     ELSE ut.team_id
+                   END::uuid AS team_id
+            OFFSET 0
+        ) AS u
+        CROSS JOIN LATERAL (
+            SELECT junction._provider(x.data) AS provider
+            OFFSET 0
+        ) AS v
+    )
+    SELECT c.svix_id, c.inbox_id, c.received_at, c.payload, c.event_type, c.family, c.resource,
+           c.user_id, c.team_id, c.client_user_id, c.provider, c.obj
+    FROM classified AS c;
+END
+$fn$;
+COMMENT ON FUNCTION junction._classify_deliveries(bigint[], text[]) IS
+  'parse, validate and classify verified inbox rows (ids with their svix ids), one row per distinct svix id; raises on bad input';
+
+-- ---------------------------------------------------------------------------------------------
 -- 99 grants: the new functions, like every function in schema junction, are not PUBLIC's
 -- ---------------------------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION junction._require(anyelement, text), junction._redact(text, text[]),
                        junction._raise_http_error(boolean, text, text, integer, jsonb, text[]),
                        junction._api_key_configured(boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION junction._provider(jsonb),
+REVOKE ALL ON FUNCTION junction._provider(jsonb), junction._classify_deliveries(bigint[], text[]),
                        junction._timeseries_page(junction.resources, uuid, timestamptz, timestamptz, text, text)
     FROM PUBLIC;
 -- the schema's grants in a fresh install's order: junction_receiver (20_inbox.sql), then
