@@ -144,6 +144,28 @@ error_is_transient(int sqlerrcode)
 }
 
 /*
+ * In the PG_CATCH of a subtransaction started with BeginInternalSubTransaction:
+ * re-throw a transient error (the whole batch is retried), else roll the
+ * subtransaction back, restore the caller's context and resource owner, and
+ * return a copy of the error.
+ */
+static ErrorData *
+subxact_caught(MemoryContext oldcxt, ResourceOwner oldowner)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(oldcxt);
+	edata = CopyErrorData();
+	if (error_is_transient(edata->sqlerrcode))
+		PG_RE_THROW();
+	FlushErrorState();
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	return edata;
+}
+
+/*
  * Run junction._apply_deliveries over rows[from..to) with a verified svix id,
  * in a subtransaction.  On success returns true; on a row-level error fills
  * *edata_out and returns false (the subtransaction is rolled back).
@@ -190,14 +212,7 @@ apply_in_subxact(Claimed *rows, int n, ErrorData **edata_out)
 	{
 		ErrorData  *edata;
 
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		if (error_is_transient(edata->sqlerrcode))
-			PG_RE_THROW();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
+		edata = subxact_caught(oldcxt, oldowner);
 		*edata_out = edata;
 		ok = false;
 	}
@@ -527,14 +542,7 @@ verify_rows(Claimed *rows, SPITupleTable *tt, int n, const jx_keyset *ks,
 	{
 		ErrorData  *edata;
 
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		if (error_is_transient(edata->sqlerrcode))
-			PG_RE_THROW();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
+		edata = subxact_caught(oldcxt, oldowner);
 		FreeErrorData(edata);
 		ok = false;
 	}
@@ -562,14 +570,7 @@ verify_rows(Claimed *rows, SPITupleTable *tt, int n, const jx_keyset *ks,
 			ErrorData  *edata;
 			bool		isnull;
 
-			MemoryContextSwitchTo(oldcxt);
-			edata = CopyErrorData();
-			if (error_is_transient(edata->sqlerrcode))
-				PG_RE_THROW();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
+			edata = subxact_caught(oldcxt, oldowner);
 			row->id = DatumGetInt64(SPI_getbinval(tt->vals[j], tt->tupdesc, 1, &isnull));
 			set_error(row, keep_cxt, unpack_sql_state(edata->sqlerrcode),
 					  edata->message ? edata->message : "unknown error");
