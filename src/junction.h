@@ -16,7 +16,7 @@
 
 #include "signature.h"
 
-#define JUNCTION_VERSION "0.2.0"
+#define JUNCTION_VERSION "0.3.0"
 #define JUNCTION_MAX_WORKERS 8
 /* Slots 0..JUNCTION_MAX_WORKERS-1 drain the inbox; this extra one runs backfills. */
 #define JUNCTION_BACKFILL_SLOT JUNCTION_MAX_WORKERS
