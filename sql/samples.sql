@@ -39,7 +39,8 @@ INSERT INTO samples_case (label, res, obj) VALUES
  ('slug, same key twice: the later wins', 'heartrate', '{"source":{"slug":"garmin"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1},{"timestamp":"2025-01-01T00:00:00Z","value":2}]}'),
  ('no provider', 'heartrate', '{"source":{"type":"x"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1}]}'),
  ('id dropped, type in key', 'heartrate', '{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1,"id":7,"extra_key":[null,1]}, {"timestamp":"2025-01-02T00:00:00Z","value":1}, {"timestamp":"2025-01-02T00:00:00Z","value":1,"type":"a"}]}'),
- ('one bad sample fails the group', 'heartrate', '{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1}, 5]}');
+ ('one bad sample fails the group', 'heartrate', '{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1}, 5]}'),
+ ('libre ble: not floating', 'glucose', '{"source":{"provider":"freestyle_libre_ble","type":"cgm"},"data":[{"timestamp":"2025-01-01T08:00:00+05:00","value":5.5,"unit":"mmol/L","timezone_offset":18000}]}');
 CREATE FUNCTION pg_temp.run_case(c samples_case) RETURNS SETOF text LANGUAGE plpgsql AS $$
 BEGIN
   TRUNCATE junction.samples;

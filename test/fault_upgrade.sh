@@ -113,7 +113,20 @@ check "no error logged by a junction worker" "[ -z \"\$worker_errors\" ]"
 [ -z "$worker_errors" ] || echo "$worker_errors" | head
 
 # ---- 3. negative controls: the comparison sees each of these small differences ----
+# the old releases typed freestyle_libre_ble as floating time: the update rewrites such rows with an
+# offset into instants (08:00 wall clock at +05:00 is 03:00 UTC) and leaves those without one
+q junction_mutant "INSERT INTO junction.samples (user_id, resource, provider, time, time_end, timezone_offset, local_time, floating, received_seq) VALUES
+  ('5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', 'glucose', 'freestyle_libre_ble', '2025-01-01 08:00+00', '2025-01-01 08:05+00', 18000, '2025-01-01 08:00', true, 1),
+  ('5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', 'glucose', 'freestyle_libre_ble', '2025-01-01 09:00+00', NULL, NULL, '2025-01-01 09:00', true, 2),
+  ('5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', 'glucose', 'freestyle_libre', '2025-01-01 10:00+00', NULL, 18000, '2025-01-01 10:00', true, 3)" >/dev/null
 q junction_mutant "ALTER EXTENSION junction UPDATE" >/dev/null
+q junction_mutant "SELECT provider, time AT TIME ZONE 'UTC', time_end AT TIME ZONE 'UTC', local_time, floating FROM junction.samples ORDER BY received_seq" > "$W/ble.out"
+cat "$W/ble.out"
+check "the update makes stored freestyle_libre_ble samples with an offset instants, and only those" \
+    "[ \"\$(cat '$W/ble.out')\" = 'freestyle_libre_ble|2025-01-01 03:00:00|2025-01-01 03:05:00|2025-01-01 08:00:00|f
+freestyle_libre_ble|2025-01-01 09:00:00||2025-01-01 09:00:00|t
+freestyle_libre|2025-01-01 10:00:00||2025-01-01 10:00:00|t' ]"
+q junction_mutant "TRUNCATE junction.samples"
 check "control: a second (empty) upgraded database equals the fresh one" "compare_facts junction_mutant mutant"
 mutant() {  # description, SQL: applied in a transaction that is rolled back after the facts are read
     psql -qX -d junction_mutant -c "BEGIN" -c "$2" -f "$FACTS" -c "ROLLBACK" > "$W/mutant.facts" 2>&1

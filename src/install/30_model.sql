@@ -564,7 +564,7 @@ COMMENT ON COLUMN junction.samples.resource IS 'resource name as in the event ty
 COMMENT ON COLUMN junction.samples.type IS 'the sample type (reading type, ECG lead, alert kind, ...); empty string when Junction sends none';
 COMMENT ON COLUMN junction.samples.workout_id IS 'source.workout_id (workout_distance, workout_swimming_stroke); the nil uuid 00000000-0000-0000-0000-000000000000 when none, so the key is a primary key';
 COMMENT ON COLUMN junction.samples.time IS
-  'sample start (start, else timestamp). Floating-time providers (abbott_libreview, freestyle_libre, freestyle_libre_ble): the wall clock as sent, read as UTC (any offset suffix ignored)';
+  'sample start (start, else timestamp). Floating-time providers (abbott_libreview, freestyle_libre): the wall clock as sent, read as UTC (any offset suffix ignored)';
 COMMENT ON COLUMN junction.samples.time_end IS 'exclusive end of an interval sample, else null (same floating-time rule as time)';
 COMMENT ON COLUMN junction.samples.value IS 'numeric value; null for blood_pressure (systolic/diastolic in extra) and note (text in extra.value)';
 COMMENT ON COLUMN junction.samples.timezone_offset IS 'seconds east of UTC, null when unknown';

@@ -223,9 +223,10 @@ AS $fn$
                    (SELECT r.value_kind FROM junction.resources AS r
                      WHERE r.name OPERATOR(pg_catalog.=) i.resource) AS value_kind,
                    src.provider, src.source_type, src.workout_id, src.source_extra,
-                   -- floating time (README, "Floating time"): the offset suffix is meaningless for these
-                   src.provider OPERATOR(pg_catalog.=) ANY (ARRAY['abbott_libreview', 'freestyle_libre',
-                                                               'freestyle_libre_ble']::pg_catalog.text[]) AS floating
+                   -- floating time (README, "Floating time"): the offset suffix is meaningless for
+                   -- these two (Junction's list; freestyle_libre_ble is SDK-based, with a real zone)
+                   src.provider OPERATOR(pg_catalog.=) ANY (ARRAY['abbott_libreview',
+                                                               'freestyle_libre']::pg_catalog.text[]) AS floating
             FROM pg_catalog.unnest(items) AS i
             CROSS JOIN LATERAL (
                 SELECT junction._provider(i.obj) AS provider,
