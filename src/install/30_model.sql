@@ -530,7 +530,7 @@ CREATE TABLE junction.workout_streams (
 COMMENT ON TABLE junction.workout_streams IS
   'workout streams (daily.data.workout_stream.*): notification now, the stream (parallel arrays) in data once fetched';
 COMMENT ON COLUMN junction.workout_streams.id IS 'same as workout_id: a stream is identified by its workout (joins workouts.id)';
-COMMENT ON COLUMN junction.workout_streams.fetch_status IS 'pending until the API loader fetches the stream; a newer notification resets it to pending';
+COMMENT ON COLUMN junction.workout_streams.fetch_status IS 'pending until the API loader fetches the stream (running, done, failed); unavailable after daily.data.workout_stream.unavailable (never fetched); a newer notification sets it again (pending, or unavailable)';
 COMMENT ON COLUMN junction.workout_streams.next_attempt_at IS 'a failed fetch is retried from this time on (null: now)';
 COMMENT ON COLUMN junction.workout_streams.sqlstate IS 'SQLSTATE of the last failed fetch';
 CREATE INDEX workout_streams_pending ON junction.workout_streams (updated_at) WHERE fetch_status = 'pending';

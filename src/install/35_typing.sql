@@ -308,13 +308,17 @@ DECLARE
 BEGIN
     INSERT INTO junction.workout_streams AS t
         (user_id, workout_id, provider, source_type, provider_id, sport_id, sport_name, sport_slug,
-         notification, received_seq)
+         notification, received_seq, fetch_status)
     SELECT DISTINCT ON (i.user_id, (i.obj ->> 'workout_id')::uuid)
            i.user_id, (i.obj ->> 'workout_id')::uuid,
            junction._provider(i.obj),
            coalesce(i.obj #>> '{source,type}', 'unknown'),
            i.obj ->> 'provider_id', (i.obj #>> '{sport,id}')::integer,
-           i.obj #>> '{sport,name}', i.obj #>> '{sport,slug}', i.obj, i.received_seq
+           i.obj #>> '{sport,name}', i.obj #>> '{sport,slug}', i.obj, i.received_seq,
+           -- .unavailable: Junction says the stream does not exist; the loader leaves it alone
+           -- until a later .created/.updated re-opens it
+           CASE WHEN i.event_type = 'daily.data.workout_stream.unavailable' THEN 'unavailable'
+                ELSE 'pending' END
     FROM unnest(items) AS i
     ORDER BY i.user_id, (i.obj ->> 'workout_id')::uuid, i.received_seq DESC
     ON CONFLICT (user_id, workout_id) DO UPDATE
@@ -322,14 +326,14 @@ BEGIN
         provider_id = excluded.provider_id, sport_id = excluded.sport_id,
         sport_name = excluded.sport_name, sport_slug = excluded.sport_slug,
         notification = excluded.notification, received_seq = excluded.received_seq,
-        fetch_status = 'pending', fetch_error = NULL, attempts = 0, updated_at = now()
+        fetch_status = excluded.fetch_status, fetch_error = NULL, attempts = 0, updated_at = now()
     WHERE excluded.received_seq > t.received_seq;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $fn$;
 COMMENT ON FUNCTION junction._upsert_workout_streams(junction.typing_item[]) IS
-  'record workout stream notifications (fetch_status pending); the latest received wins per workout';
+  'record workout stream notifications (fetch_status pending, or unavailable for .unavailable); the latest received wins per workout';
 
 -- status, error_* and data follow the latest event; external_user_id, resource_availability and
 -- connected_at follow the latest "connected" one. Items: webhook data (event_type says created or
@@ -511,7 +515,9 @@ BEGIN
                ON cardinality(x.parts) >= 3
               AND r.name = x.parts[cardinality(x.parts) - 1]
               AND r.event_prefix = array_to_string(x.parts[1:cardinality(x.parts) - 2], '.')
-              AND x.parts[cardinality(x.parts)] IN ('created', 'updated')
+              AND (x.parts[cardinality(x.parts)] IN ('created', 'updated')
+                   -- a workout stream can also be declared unavailable (no stream to fetch)
+                   OR (r.kind = 'stream' AND x.parts[cardinality(x.parts)] = 'unavailable'))
         CROSS JOIN LATERAL (
             SELECT CASE
                      WHEN r.kind IS NOT NULL THEN r.kind
