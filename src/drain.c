@@ -38,6 +38,7 @@ static SPIPlanPtr secrets_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr apply_plan = NULL;
 static SPIPlanPtr quarantine_plan = NULL;
+static SPIPlanPtr context_plan = NULL;
 
 /* One claimed delivery, as the drain tracks it. */
 typedef struct Claimed
@@ -69,7 +70,7 @@ set_error(Claimed *row, MemoryContext cxt, const char *sqlstate, const char *mes
 void
 junction_drain_reset_plans(void)
 {
-	SPIPlanPtr *plans[] = {&secrets_plan, &claim_plan, &apply_plan, &quarantine_plan};
+	SPIPlanPtr *plans[] = {&secrets_plan, &claim_plan, &apply_plan, &quarantine_plan, &context_plan};
 	size_t		i;
 
 	for (i = 0; i < lengthof(plans); i++)
@@ -218,6 +219,50 @@ apply_in_subxact(Claimed *rows, int n, ErrorData **edata_out)
 	}
 	PG_END_TRY();
 	return ok;
+}
+
+/*
+ * The quarantine reason for row id, whose typing raised message: the error with
+ * the event type and the JSON path of the field at fault, from
+ * junction._typing_error_context, in its own subtransaction.  If that cannot
+ * be had (the function itself fails), the bare message.  Result in cxt.
+ */
+static char *
+typing_reason(int64 id, const char *message, MemoryContext cxt)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	char	   *volatile reason = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		Datum		args[2];
+		Oid			types[2] = {INT8OID, TEXTOID};
+		bool		isnull;
+		Datum		d;
+
+		keep_plan(&context_plan, "SELECT junction._typing_error_context($1, $2)", 2, types);
+		args[0] = Int64GetDatum(id);
+		args[1] = CStringGetTextDatum(message);
+		if (SPI_execute_plan(context_plan, args, NULL, false, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (!isnull)
+				reason = MemoryContextStrdup(cxt, TextDatumGetCString(d));
+		}
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		FreeErrorData(subxact_caught(oldcxt, oldowner));
+	}
+	PG_END_TRY();
+	return reason ? reason : MemoryContextStrdup(cxt, message);
 }
 
 /* Mark the rows that carry an error as quarantined, in one statement. */
@@ -614,7 +659,9 @@ apply_bisect(Claimed *rows, int n, int *subxacts)
 			if (rows[i].svix_id != NULL && rows[i].error == NULL)
 			{
 				set_error(&rows[i], CurrentMemoryContext, unpack_sql_state(edata->sqlerrcode),
-						  edata->message ? edata->message : "unknown error");
+						  typing_reason(rows[i].id,
+										edata->message ? edata->message : "unknown error",
+										CurrentMemoryContext));
 				break;
 			}
 		}

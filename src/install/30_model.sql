@@ -27,6 +27,7 @@ CREATE TABLE junction.resources (
     unit             text,
     nested_fields    jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(nested_fields) = 'object'),
     builtin          boolean NOT NULL DEFAULT false,
+    parts_field      text CONSTRAINT resources_parts_field_check CHECK (parts_field IS NULL OR kind = 'summary'),
     CHECK ((kind = 'timeseries') = (value_kind IS NOT NULL AND is_interval IS NOT NULL)),
     CHECK ((kind = 'timeseries') = (table_name = 'samples')),
     CHECK ((kind = 'timeseries') = (id_field IS NULL))
@@ -47,6 +48,7 @@ COMMENT ON COLUMN junction.resources.value_kind IS 'timeseries: number -> sample
 COMMENT ON COLUMN junction.resources.has_type IS 'timeseries: the sample type is meaningful and can differ at the same instant (reading type, ECG lead, ...)';
 COMMENT ON COLUMN junction.resources.unit IS 'documented unit';
 COMMENT ON COLUMN junction.resources.nested_fields IS 'summaries: typed columns read from nested fields, {"column": ["path", "to", "field"]} (scalars only)';
+COMMENT ON COLUMN junction.resources.parts_field IS 'summaries: a map of parts (name -> part) that carry the same nested fields; a nested column whose top-level object is absent or null is the sum over the parts (meal: data, its foods)';
 COMMENT ON COLUMN junction.resources.builtin IS 'installed by the extension; rows you add (builtin = false) are kept by pg_dump';
 
 -- Summaries (and devices, which Junction sends as provider.device.*).
@@ -132,6 +134,9 @@ FROM (VALUES
     ('workout_swimming_stroke',        NULL,          true,  'number', false, 'count')
 ) AS t(name, segment, is_interval, value_kind, has_type, unit);
 
+-- Junction sends a meal's nutrition per food (data.data.<food>.energy / .macros); the meal's own
+-- energy and macros, when present, are its totals, else the foods' sums are.
+UPDATE junction.resources SET parts_field = 'data' WHERE name = 'meal';
 UPDATE junction.resources SET builtin = true;
 
 -- ---------------------------------------------------------------------------------------------
@@ -434,8 +439,28 @@ CREATE TABLE junction.meals (
     PRIMARY KEY (user_id, id)
 );
 COMMENT ON TABLE junction.meals IS
-  'meals (daily.data.meal.*), one row per id; energy_kcal = energy.value, grams from macros.* (fats_total = macros.fats.total)';
+  'meals (daily.data.meal.*), one row per id; energy_kcal = energy.value, grams from macros.* (fats_total = macros.fats.total); without a top-level energy or macros, the sums over the foods in data.data';
 CREATE INDEX meals_calendar_date ON junction.meals (user_id, calendar_date);
+
+-- The foods of each meal, as Junction sends them (data.data: food name -> {energy, macros, micros}).
+CREATE VIEW junction.meal_foods AS
+SELECT m.user_id, m.id AS meal_id, f.key AS food, m.provider, m.source_type, m."timestamp",
+       m.calendar_date,
+       (f.value #>> '{energy,value}')::double precision AS energy_kcal,
+       (f.value #>> '{macros,carbs}')::double precision AS carbs,
+       (f.value #>> '{macros,protein}')::double precision AS protein,
+       (f.value #>> '{macros,fats,total}')::double precision AS fats_total,
+       (f.value #>> '{macros,alcohol}')::double precision AS alcohol,
+       (f.value #>> '{macros,water}')::double precision AS water,
+       (f.value #>> '{macros,fibre}')::double precision AS fibre,
+       (f.value #>> '{macros,sugar}')::double precision AS sugar,
+       (f.value #>> '{macros,cholesterol}')::double precision AS cholesterol,
+       f.value -> 'micros' AS micros,
+       f.value AS data
+FROM junction.meals AS m
+CROSS JOIN LATERAL jsonb_each(CASE jsonb_typeof(m.data -> 'data') WHEN 'object' THEN m.data -> 'data' END) AS f;
+COMMENT ON VIEW junction.meal_foods IS
+  'one row per food of each meal (meals.data -> data): energy_kcal and grams as in junction.meals, micros and the whole food object';
 
 CREATE TABLE junction.menstrual_cycles (
     user_id          uuid NOT NULL,

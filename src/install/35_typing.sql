@@ -86,7 +86,9 @@ DECLARE
     id_type     text;
     target_cols text;
     select_cols text;
+    sum_cols    text;
     set_cols    text;
+    parts_join  text := '';
 BEGIN
     SELECT * INTO res FROM junction.resources AS r WHERE r.name = resource AND r.kind = 'summary';
     IF NOT FOUND THEN
@@ -115,19 +117,41 @@ BEGIN
                           WHEN NOT res.nested_fields ? a.attname THEN 'r.' || quote_ident(a.attname)
                           WHEN a.atttypid = 'jsonb'::regtype THEN
                             format('w.obj #> %L', p.path)
+                          WHEN res.parts_field IS NOT NULL THEN
+                            -- the top-level object's value if there is one, else the parts' sum
+                            format('CASE WHEN jsonb_typeof(w.obj -> %L) = ''object'' THEN (w.obj #>> %L)::%s ELSE parts.%I END',
+                                   res.nested_fields -> a.attname ->> 0, p.path,
+                                   format_type(a.atttypid, a.atttypmod), a.attname)
                           ELSE
                             format('(w.obj #>> %L)::%s', p.path, format_type(a.atttypid, a.atttypmod))
                         END
                       END, ', ' ORDER BY a.attnum),
+           -- the sums over the parts, every one computed (so a bad part fails whatever the top level says)
+           string_agg(format('sum((part.value #>> %1$L)::%2$s)::%2$s AS %3$I', p.path,
+                             format_type(a.atttypid, a.atttypmod), a.attname), ', ' ORDER BY a.attnum)
+             FILTER (WHERE res.parts_field IS NOT NULL AND res.nested_fields ? a.attname
+                     AND a.atttypid <> 'jsonb'::regtype),
            string_agg(format('%1$I = excluded.%1$I', a.attname), ', ' ORDER BY a.attnum)
              FILTER (WHERE a.attname NOT IN ('user_id', 'id'))
-      INTO target_cols, select_cols, set_cols
+      INTO target_cols, select_cols, sum_cols, set_cols
     FROM pg_attribute AS a
     CROSS JOIN LATERAL (
         SELECT array_agg(x)::text AS path
         FROM jsonb_array_elements_text(res.nested_fields -> a.attname) AS x
     ) AS p
     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+
+    IF sum_cols IS NOT NULL THEN
+        parts_join := format($q$
+CROSS JOIN LATERAL (
+    SELECT %1$s
+    FROM jsonb_each(CASE jsonb_typeof(w.obj -> %2$L)
+                      WHEN 'object' THEN w.obj -> %2$L
+                      WHEN 'null' THEN NULL
+                      ELSE junction._fail('22023', format('data.%%s must be an object (name -> part), not %%s',
+                                                          %2$L, jsonb_typeof(w.obj -> %2$L)))::jsonb
+                    END) AS part) AS parts$q$, sum_cols, res.parts_field);
+    END IF;
 
     -- Dedupe inside the batch on the winning order, then upsert guarded by the same order.
     RETURN format($q$
@@ -140,11 +164,11 @@ FROM (SELECT DISTINCT ON (i.user_id, (i.obj ->> %4$L)::%5$s)
       ORDER BY i.user_id, (i.obj ->> %4$L)::%5$s,
                coalesce((i.obj ->> 'updated_at')::timestamptz, '-infinity') DESC,
                i.received_seq DESC) AS w
-CROSS JOIN LATERAL jsonb_populate_record(NULL::%1$s, w.obj) AS r
+CROSS JOIN LATERAL jsonb_populate_record(NULL::%1$s, w.obj) AS r%7$s
 ON CONFLICT (user_id, id) DO UPDATE SET %6$s
 WHERE (coalesce(excluded.updated_at, '-infinity'), excluded.received_seq)
     > (coalesce(t.updated_at, '-infinity'), t.received_seq)$q$,
-        tbl, target_cols, select_cols, res.id_field, id_type, set_cols);
+        tbl, target_cols, select_cols, res.id_field, id_type, set_cols, parts_join);
 END
 $fn$;
 COMMENT ON FUNCTION junction._summary_upsert_sql(text) IS
@@ -528,29 +552,38 @@ BEGIN
                    CASE WHEN cardinality(x.parts) >= 3 THEN x.parts[cardinality(x.parts) - 1] END AS resource
             OFFSET 0
         ) AS k
+        -- The user (README, "Which user"): the top-level user_id, else data.user_id. Every event
+        -- must name one, and it must be a uuid: one rule for every family, typed or not.
         CROSS JOIN LATERAL (
-            SELECT coalesce(CASE jsonb_typeof(p.payload -> 'user_id')
-                              WHEN 'string' THEN p.payload ->> 'user_id' END,
-                            x.data ->> 'user_id') AS user_id,
-                   p.payload ->> 'team_id' AS team_id
+            SELECT CASE
+                     WHEN coalesce(jsonb_typeof(p.payload -> 'user_id'), 'null') <> 'null' THEN 'user_id'
+                     WHEN jsonb_typeof(x.data) = 'object'
+                          AND coalesce(jsonb_typeof(x.data -> 'user_id'), 'null') <> 'null' THEN 'data.user_id'
+                   END AS user_path,
+                   CASE
+                     WHEN coalesce(jsonb_typeof(p.payload -> 'user_id'), 'null') <> 'null' THEN p.payload -> 'user_id'
+                     WHEN jsonb_typeof(x.data) = 'object' THEN x.data -> 'user_id'
+                   END AS user_json,
+                   p.payload -> 'team_id' AS team_json
             OFFSET 0
         ) AS ut
         CROSS JOIN LATERAL (
             SELECT CASE
-                     WHEN ut.user_id IS NULL THEN
-                       CASE WHEN k.family IS NOT NULL THEN
-                         junction._fail('23502', format('%s: missing user_id', e.event_type)) END
-                     WHEN ut.user_id !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
-                       junction._fail('22P02', format('%s: user_id %s is not a uuid', e.event_type,
-                                                      quote_literal(left(ut.user_id, 100))))
-                     ELSE ut.user_id
+                     WHEN ut.user_path IS NULL THEN
+                       junction._fail('23502', format('%s: missing user_id', e.event_type))
+                     WHEN jsonb_typeof(ut.user_json) <> 'string'
+                          OR (ut.user_json #>> '{}') !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
+                       junction._fail('22P02', format('%s: %s %s is not a uuid', e.event_type, ut.user_path,
+                                                      left(ut.user_json::text, 100)))
+                     ELSE ut.user_json #>> '{}'
                    END::uuid AS user_id,
                    CASE
-                     WHEN ut.team_id IS NULL THEN NULL
-                     WHEN ut.team_id !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
+                     WHEN coalesce(jsonb_typeof(ut.team_json), 'null') = 'null' THEN NULL
+                     WHEN jsonb_typeof(ut.team_json) <> 'string'
+                          OR (ut.team_json #>> '{}') !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
                        junction._fail('22P02', format('%s: team_id %s is not a uuid', e.event_type,
-                                                      quote_literal(left(ut.team_id, 100))))
-                     ELSE ut.team_id
+                                                      left(ut.team_json::text, 100)))
+                     ELSE ut.team_json #>> '{}'
                    END::uuid AS team_id
             OFFSET 0
         ) AS u
@@ -635,3 +668,174 @@ END
 $fn$;
 COMMENT ON FUNCTION junction._apply_deliveries(bigint[], text[]) IS
   'accept verified inbox rows (ids with their svix ids): parse, record events, type new ones, mark processed; raises on bad input';
+
+-- ---------------------------------------------------------------------------------------------
+-- Where a typing error is. The drain calls this for one row whose typing raised, before it
+-- quarantines it (never on the batch path): the reason becomes "<event type>: <JSON path>:
+-- <error>", the path being that of the first field that fails on its own. One subtransaction per
+-- field tried, which is fine for a row already known to be bad.
+-- ---------------------------------------------------------------------------------------------
+-- The error that casting the value at path of obj to typ raises, or null.
+CREATE FUNCTION junction._cast_error(obj jsonb, path text[], typ regtype)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+-- The EXECUTEd text is a cast to a regtype's canonical name (format_type); the value is passed
+-- with USING: no caller's text reaches the statement.
+-- @plpgsql_check_options: security_warnings = off
+BEGIN
+    IF obj #>> path IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format('SELECT ($1 #>> $2)::%s', format_type(typ, NULL)) USING obj, path;
+    RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLERRM;
+END
+$fn$;
+COMMENT ON FUNCTION junction._cast_error(jsonb, text[], regtype) IS
+  'the error raised by casting the text at path of obj to typ, or null if it casts (or is absent)';
+
+CREATE FUNCTION junction._typing_error_context(inbox_id bigint, message text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+-- The EXECUTEd text reads one column of a summary table named by the registry (regclass, quote_ident);
+-- values are passed with USING.
+-- @plpgsql_check_options: security_warnings = off
+DECLARE
+    c     record;
+    res   junction.resources;
+    tbl   regclass;
+    col   record;
+    elem  jsonb;
+    ord   integer;
+    path  text;
+    err   text;
+    f     text;
+BEGIN
+    BEGIN
+        SELECT d.event_type, d.family, d.resource, d.obj INTO c
+        FROM junction._classify_deliveries(ARRAY[inbox_id], ARRAY['-']) AS d;
+    EXCEPTION WHEN OTHERS THEN
+        RETURN message;     -- validation failed: its message already names the event and the field
+    END;
+    IF c.event_type IS NULL THEN
+        RETURN message;
+    END IF;
+    IF starts_with(message, c.event_type || ': ') THEN
+        RETURN message;
+    END IF;
+    SELECT * INTO res FROM junction.resources AS r WHERE r.name = c.resource;
+
+    IF c.family = 'summary' THEN
+        tbl := format('junction.%I', res.table_name)::regclass;
+        SELECT a.atttypid::regtype AS typ INTO col
+        FROM pg_attribute AS a WHERE a.attrelid = tbl AND a.attname = 'id';
+        err := junction._cast_error(c.obj, ARRAY[res.id_field], col.typ);
+        IF err IS NOT NULL THEN
+            path := 'data.' || res.id_field;
+        END IF;
+        FOR col IN
+            SELECT a.attname::text AS name, a.atttypid::regtype AS typ,
+                   ARRAY(SELECT jsonb_array_elements_text(res.nested_fields -> a.attname::text)) AS nested
+            FROM pg_attribute AS a
+            WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+              AND a.attname NOT IN ('user_id', 'id', 'provider', 'source_type', 'source_app_id',
+                                    'source_device_id', 'data', 'received_seq')
+            ORDER BY a.attnum
+        LOOP
+            EXIT WHEN err IS NOT NULL;
+            IF cardinality(col.nested) > 0 THEN
+                err := junction._cast_error(c.obj, col.nested, col.typ);
+                path := 'data.' || array_to_string(col.nested, '.');
+            ELSIF c.obj ? col.name THEN
+                -- the conversion the upsert makes: jsonb_populate_record, one key at a time
+                BEGIN
+                    EXECUTE format('SELECT (jsonb_populate_record(NULL::%s, $1)).%I', tbl, col.name)
+                        USING jsonb_build_object(col.name, c.obj -> col.name);
+                EXCEPTION WHEN OTHERS THEN
+                    err := SQLERRM;
+                END;
+                path := 'data.' || col.name;
+            END IF;
+        END LOOP;
+        -- the parts (a meal's foods): each one's nested fields, summed by the upsert
+        IF err IS NULL AND res.parts_field IS NOT NULL THEN
+            IF jsonb_typeof(c.obj -> res.parts_field) NOT IN ('object', 'null') THEN
+                path := 'data.' || res.parts_field;
+                err := format('must be an object (name -> part), not %s', jsonb_typeof(c.obj -> res.parts_field));
+            END IF;
+            FOR col IN
+                SELECT format('data.%s[%s].%s', res.parts_field, to_jsonb(part.key),
+                              array_to_string(ARRAY(SELECT jsonb_array_elements_text(n.value)), '.')) AS p,
+                       junction._cast_error(part.value, ARRAY(SELECT jsonb_array_elements_text(n.value)),
+                                            'double precision') AS e
+                FROM jsonb_each(CASE jsonb_typeof(c.obj -> res.parts_field)
+                                  WHEN 'object' THEN c.obj -> res.parts_field END) AS part,
+                     jsonb_each(res.nested_fields) AS n
+            LOOP
+                EXIT WHEN err IS NOT NULL;
+                path := col.p;
+                err := col.e;
+            END LOOP;
+        END IF;
+    ELSIF c.family = 'timeseries' THEN
+        err := junction._cast_error(c.obj, '{source,workout_id}', 'uuid');
+        path := 'data.source.workout_id';
+        IF err IS NULL THEN
+            FOR elem, ord IN SELECT e.value, e.ordinality - 1
+                             FROM jsonb_array_elements(c.obj -> 'data') WITH ORDINALITY AS e
+            LOOP
+                BEGIN
+                    PERFORM junction._group_samples(jsonb_build_object('data', jsonb_build_array(elem)),
+                                                    c.resource, res.value_kind, false, NULL);
+                EXCEPTION WHEN OTHERS THEN
+                    err := SQLERRM;
+                END;
+                CONTINUE WHEN err IS NULL;
+                path := format('data.data[%s]', ord);
+                IF jsonb_typeof(elem) = 'object' THEN
+                    FOREACH f IN ARRAY ARRAY['start', 'timestamp', 'end', 'timezone_offset', 'value'] LOOP
+                        IF (f = 'value' AND res.value_kind = 'number'
+                            AND jsonb_typeof(elem -> 'value') NOT IN ('number', 'null'))
+                           OR junction._cast_error(elem, ARRAY[f],
+                                  CASE f WHEN 'timezone_offset' THEN 'integer'::regtype
+                                         WHEN 'value' THEN 'text'::regtype
+                                         ELSE 'timestamptz'::regtype END) IS NOT NULL THEN
+                            path := path || '.' || f;
+                            EXIT;
+                        END IF;
+                    END LOOP;
+                END IF;
+                EXIT;
+            END LOOP;
+        END IF;
+    ELSE
+        -- streams, connections, historical pulls: the fields their upserts cast
+        SELECT x.p AS p, junction._cast_error(c.obj, x.p, x.t) AS e INTO col
+        FROM (VALUES ('stream', '{workout_id}'::text[], 'uuid'::regtype, 1),
+                     ('stream', '{sport,id}', 'integer', 2),
+                     ('connection', '{created_on}', 'timestamptz', 1),
+                     ('historical', '{start_date}', 'timestamptz', 1),
+                     ('historical', '{end_date}', 'timestamptz', 2)) AS x(family, p, t, n)
+        WHERE x.family = c.family AND junction._cast_error(c.obj, x.p, x.t) IS NOT NULL
+        ORDER BY x.n LIMIT 1;
+        IF FOUND THEN
+            path := 'data.' || array_to_string(col.p, '.');
+            err := col.e;
+        END IF;
+    END IF;
+
+    IF err IS NULL THEN
+        RETURN format('%s: %s', c.event_type, message);
+    END IF;
+    RETURN format('%s: %s: %s', c.event_type, path, err);
+END
+$fn$;
+COMMENT ON FUNCTION junction._typing_error_context(bigint, text) IS
+  'the quarantine reason for an inbox row whose typing raised message: "<event type>: <JSON path>: <error>" (the first field that fails alone), else "<event type>: <message>"';
