@@ -119,7 +119,24 @@ q junction_mutant "INSERT INTO junction.samples (user_id, resource, provider, ti
   ('5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', 'glucose', 'freestyle_libre_ble', '2025-01-01 08:00+00', '2025-01-01 08:05+00', 18000, '2025-01-01 08:00', true, 1),
   ('5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', 'glucose', 'freestyle_libre_ble', '2025-01-01 09:00+00', NULL, NULL, '2025-01-01 09:00', true, 2),
   ('5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', 'glucose', 'freestyle_libre', '2025-01-01 10:00+00', NULL, 18000, '2025-01-01 10:00', true, 3)" >/dev/null
+# meals typed by an old release from their foods only have no totals: the update sums the foods
+# (400 + 2.5 kcal; carbs 75 + 0.5), keeps a meal's own top-level totals, and keeps a meal whose food
+# value is not a number (with a WARNING) instead of failing the update
+q junction_mutant "INSERT INTO junction.meals (user_id, id, provider, energy_kcal, carbs, data, received_seq) VALUES
+  ('5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', '0190b2a7-0000-7000-8000-000000000001', 'my_fitness_pal', NULL, NULL,
+   '{\"data\": {\"starter\": {\"energy\": {\"value\": 400.0}, \"macros\": {\"carbs\": 75.0}}, \"coffee\": {\"energy\": {\"value\": 2.5}, \"macros\": {\"carbs\": 0.5}}}}', 1),
+  ('5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', '0190b2a7-0000-7000-8000-000000000002', 'my_fitness_pal', 10, 1,
+   '{\"energy\": {\"value\": 10}, \"macros\": {\"carbs\": 1}, \"data\": {\"starter\": {\"energy\": {\"value\": 400.0}, \"macros\": {\"carbs\": 75.0}}}}', 2),
+  ('5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', '0190b2a7-0000-7000-8000-000000000003', 'my_fitness_pal', NULL, NULL,
+   '{\"data\": {\"starter\": {\"energy\": {\"value\": \"lots\"}}}}', 3)" >/dev/null
 q junction_mutant "ALTER EXTENSION junction UPDATE" >/dev/null
+q junction_mutant "SELECT id, energy_kcal, carbs FROM junction.meals ORDER BY received_seq" > "$W/meals.out"
+cat "$W/meals.out"
+check "the update sums the foods of stored meals without totals, and only of those" \
+    "[ \"\$(cat '$W/meals.out')\" = '0190b2a7-0000-7000-8000-000000000001|402.5|75.5
+0190b2a7-0000-7000-8000-000000000002|10|1
+0190b2a7-0000-7000-8000-000000000003||' ]"
+q junction_mutant "TRUNCATE junction.meals"
 q junction_mutant "SELECT provider, time AT TIME ZONE 'UTC', time_end AT TIME ZONE 'UTC', local_time, floating FROM junction.samples ORDER BY received_seq" > "$W/ble.out"
 cat "$W/ble.out"
 check "the update makes stored freestyle_libre_ble samples with an offset instants, and only those" \
