@@ -512,7 +512,8 @@ UPDATE junction.backfills SET next_attempt_at = now() - interval '1 second' WHER
 SELECT junction_backfill_now() AS ran;
 SELECT fetch_status, attempts, sqlstate, fetch_error, next_attempt_at FROM junction.backfills WHERE resource = 'heartrate';
 RESET junction.http_retries;
--- a newer completion re-queues a job even while it runs: the run does not mark it done
+-- a newer completion re-queues a job even while it runs: the run stops at its next step (it
+-- loads nothing more of the old range, as if it had not started) and does not mark it done
 BEGIN;
 SELECT pg_temp.deliver('msg_hist_hr2', pg_temp.historical('heartrate', 'apple_health_kit', '2025-04-01T00:00:00+00:00', '2025-04-01T23:59:59+00:00')) > 0 AS delivered;
 SELECT junction_process_inbox(100000) >= 0 AS drained;

@@ -1,10 +1,13 @@
 /*
- * backfill.c — the backfill worker: one job at a time, outside any inbox
- * transaction.  At start it puts jobs a crash left running back to pending;
- * then it claims one due job (a historical.data.* range or a workout stream),
- * runs it (fetch + load + mark done), or records its failure (retried later
- * or failed), each in its own transaction.  The SQL is in src/install/65_backfill.sql;
- * what this worker shares with the inbox worker is in bgw.c.
+ * backfill.c — a backfill worker (junction.backfill_workers of them): one job
+ * at a time each, outside any inbox transaction.  At start it puts jobs left
+ * running by a backend that is gone back to pending; then it claims one due job
+ * (a historical.data.* range or a workout stream; SKIP LOCKED, fairly across
+ * users) and runs it one step per transaction: each step loads one page and
+ * commits it with the job's checkpoint, so a crash, a restart or a failure
+ * resumes at the page it stopped at.  A failure is recorded (retried later or
+ * failed) in a transaction of its own.  The SQL is in src/install/65_backfill.sql;
+ * what this worker shares with the inbox workers is in bgw.c.
  */
 #include "postgres.h"
 
@@ -29,7 +32,7 @@
 	"SELECT pg_catalog.to_jsonb(j)::pg_catalog.text FROM junction._backfill_claim() j LIMIT 1"
 #define BACKFILL_JOB_FROM_ARG \
 	"pg_catalog.jsonb_populate_record(NULL::junction.backfill_job, $1::pg_catalog.jsonb)"
-#define BACKFILL_RUN_SQL "SELECT junction._backfill_run(" BACKFILL_JOB_FROM_ARG ")"
+#define BACKFILL_STEP_SQL "SELECT junction._backfill_step(" BACKFILL_JOB_FROM_ARG ")"
 #define BACKFILL_FAILED_SQL "SELECT junction._backfill_failed(" BACKFILL_JOB_FROM_ARG ", $2, $3)"
 
 /* True when backfills can run here: enabled, a key (or key file) set, the extension created. */
@@ -108,12 +111,16 @@ backfill_claim(MemoryContext keep)
 	return job;
 }
 
-/* Run one SQL statement with text arguments in its own transaction. */
-static void
+/*
+ * Run one SQL statement with text arguments in its own transaction; returns its first column
+ * as a boolean (false when null or absent).
+ */
+static bool
 run_job_sql(const char *activity, const char *sql, int nargs, const char **args)
 {
 	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[3];
+	bool		result = false;
 	int			i;
 	int			rc;
 
@@ -125,11 +132,25 @@ run_job_sql(const char *activity, const char *sql, int nargs, const char **args)
 	if ((rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0)) != SPI_OK_SELECT)
 		elog(ERROR, "junction: backfill statement failed (%s): %s",
 			 SPI_result_code_string(rc), sql);
+	if (SPI_processed == 1 && SPI_tuptable->tupdesc->natts >= 1 &&
+		SPI_gettypeid(SPI_tuptable->tupdesc, 1) == BOOLOID)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		result = !isnull && DatumGetBool(d);
+	}
 	spi_finish(activity);
 	junction_bgw_commit_tx();
+	return result;
 }
 
-/* Run a claimed job; on any error record it (retry later or failed) and go on. */
+/*
+ * Run a claimed job step by step, each step (one page and its checkpoint) in its own
+ * transaction, until it needs no further step; on any error record it (retry later or failed)
+ * and go on.  Interrupts are served between steps: a SIGTERM leaves the job running at its
+ * checkpoint, and the next worker start resumes it.
+ */
 static void
 backfill_run(const char *job)
 {
@@ -137,7 +158,12 @@ backfill_run(const char *job)
 
 	PG_TRY();
 	{
-		run_job_sql("junction: running a backfill", BACKFILL_RUN_SQL, 1, &job);
+		while (!run_job_sql("junction: running a backfill", BACKFILL_STEP_SQL, 1, &job))
+		{
+			junction_bgw_heartbeat(1, 0);
+			junction_bgw_check_interrupts();
+		}
+		junction_bgw_heartbeat(1, 0);
 	}
 	PG_CATCH();
 	{
@@ -154,13 +180,13 @@ backfill_run(const char *job)
 		args[1] = edata->message ? edata->message : "unknown error";
 		args[2] = unpack_sql_state(edata->sqlerrcode);
 		ereport(LOG, (errmsg("junction backfill failed: %s", args[1])));
-		run_job_sql("junction: recording a failed backfill", BACKFILL_FAILED_SQL, 3, args);
+		(void) run_job_sql("junction: recording a failed backfill", BACKFILL_FAILED_SQL, 3, args);
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
 }
 
-/* Entry point of the backfill worker (bgw_main_arg: JUNCTION_BACKFILL_SLOT). */
+/* Entry point of a backfill worker (bgw_main_arg: its slot, from JUNCTION_BACKFILL_SLOT on). */
 void
 junction_backfill_main(Datum arg)
 {
@@ -168,6 +194,7 @@ junction_backfill_main(Datum arg)
 	bool		reset_done = false;
 
 	junction_bgw_start(DatumGetInt32(arg), "junction backfill");
+	junction_prefetch_across_commit = true;	/* a step's prefetch is the next step's page */
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "junction backfill",
 									 ALLOCSET_DEFAULT_SIZES);
 	for (;;)

@@ -14,6 +14,7 @@
 #include <curl/curl.h>
 
 #include "access/heapam.h"
+#include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
@@ -46,6 +47,7 @@ PG_FUNCTION_INFO_V1(junction_api_request);
 PG_FUNCTION_INFO_V1(junction_api_base_url_of);
 PG_FUNCTION_INFO_V1(junction_api_prefetch);
 PG_FUNCTION_INFO_V1(junction_redact_sql);
+PG_FUNCTION_INFO_V1(junction_api_pause);
 PG_FUNCTION_INFO_V1(junction_raise_http_error_sql);
 PG_FUNCTION_INFO_V1(junction_api_key_configured_sql);
 
@@ -572,6 +574,43 @@ sleep_interruptible(int64 ms)
 	}
 }
 
+/*
+ * The shared API pause (junction_shared->api_paused_until): a 429 sets it, every backend waits it
+ * out before its next data API request, so several backfill workers slow down together.
+ */
+static void
+api_pause_wait(void)
+{
+	TimestampTz until;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (junction_shared == NULL)
+		return;
+	SpinLockAcquire(&junction_shared->mutex);
+	until = junction_shared->api_paused_until;
+	SpinLockRelease(&junction_shared->mutex);
+	if (until > now)
+	{
+		elog(DEBUG1, "junction API: paused for %lld ms after a 429", (long long) ((until - now) / 1000));
+		sleep_interruptible((until - now) / 1000);
+	}
+}
+
+/* Extend the shared pause to at least wait_ms from now. */
+static void
+api_pause_extend(int64 wait_ms)
+{
+	TimestampTz until = GetCurrentTimestamp() + wait_ms * 1000;
+
+	if (junction_shared == NULL)
+		return;
+	SpinLockAcquire(&junction_shared->mutex);
+	if (until > junction_shared->api_paused_until)
+		junction_shared->api_paused_until = until;
+	junction_shared->api_pauses++;
+	SpinLockRelease(&junction_shared->mutex);
+}
+
 /* Transport errors worth another attempt. */
 static bool
 curl_code_is_retryable(CURLcode rc, bool idempotent)
@@ -721,7 +760,7 @@ free_headers(struct curl_slist *hdrs)
  * One prefetched GET: junction._api_prefetch() sends the request for the next page and returns;
  * the server prepares it while the caller loads the current page; the next junction_http_request
  * for the same URL, key and API takes its answer as its first attempt. Anything else (another
- * request, the end of the transaction) abandons it. All of it lives outside any memory context
+ * request, the end of the transaction; in a backfill worker, an abort) abandons it. All of it lives outside any memory context
  * that a transaction reset would free.
  */
 typedef struct Prefetch
@@ -765,10 +804,18 @@ prefetch_release(void)
 	prefetch_free();
 }
 
-/* A prefetch never outlives its transaction. */
+/*
+ * A backfill worker keeps its prefetch across a commit: it commits every page (a checkpoint), and
+ * its next transaction asks for exactly the prefetched page. Set by junction_backfill_main.
+ */
+bool		junction_prefetch_across_commit = false;
+
+/* A prefetch never outlives its transaction (but in a backfill worker, outlives its commit). */
 static void
 prefetch_xact_callback(XactEvent event, void *arg)
 {
+	if (event == XACT_EVENT_COMMIT && junction_prefetch_across_commit)
+		return;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE ||
 		event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PARALLEL_COMMIT)
 		prefetch_release();
@@ -785,6 +832,8 @@ prefetch_start(bool management, const char *path, Jsonb *query)
 	TimestampTz deadline;
 
 	prefetch_release();
+	if (!management)
+		api_pause_wait();
 	ensure_handle();
 	if (curl_multi == NULL && (curl_multi = curl_multi_init()) == NULL)
 		ereport(ERROR,
@@ -963,6 +1012,8 @@ junction_http_request(bool management, const char *method, const char *path,
 			struct curl_slist *hdrs;
 
 			prefetch_release();	/* another request: the handle is needed */
+			if (!management)
+				api_pause_wait();
 			hdrs = setup_transfer(management, key, method, url, req_body, &t, errbuf);
 			pgstat_report_wait_start(PG_WAIT_EXTENSION);
 			rc = curl_easy_perform(curl_handle);
@@ -1015,6 +1066,8 @@ junction_http_request(bool management, const char *method, const char *path,
 			wait_ms = jx_backoff_ms(attempt, jx_parse_retry_after(t.retry_after[0] ? t.retry_after : NULL,
 																  time(NULL)),
 									pg_prng_double(&pg_global_prng_state));
+			if (status == 429 && !management)
+				api_pause_extend(wait_ms);
 		}
 		elog(DEBUG1, "junction API %s %s: retry %d in %lld ms", method, path, attempt + 1,
 			 (long long) wait_ms);
@@ -1463,4 +1516,29 @@ junction_api_base_url_of(PG_FUNCTION_ARGS)
 		free_key(key);
 		PG_RETURN_TEXT_P(url);
 	}
+}
+
+/* junction._api_pause(): until when data API requests wait after a 429 (null: no pause), and how many 429s paused them. */
+Datum
+junction_api_pause(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	TimestampTz until = 0;
+	uint64		pauses = 0;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "junction._api_pause must return a record");
+	if (junction_shared != NULL)
+	{
+		SpinLockAcquire(&junction_shared->mutex);
+		until = junction_shared->api_paused_until;
+		pauses = junction_shared->api_pauses;
+		SpinLockRelease(&junction_shared->mutex);
+	}
+	nulls[0] = (until == 0 || until <= GetCurrentTimestamp());
+	values[0] = TimestampTzGetDatum(until);
+	values[1] = Int64GetDatum((int64) pauses);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }

@@ -34,6 +34,7 @@ PG_FUNCTION_INFO_V1(junction_worker_state);
 /* The workers' and the drain's settings (junction_define_gucs). */
 char	   *junction_database = NULL;
 int			junction_workers = 1;
+int			junction_backfill_workers = 2;
 int			junction_batch_size = 500;
 int			junction_batch_bytes = 16 * 1024 * 1024;
 int			junction_poll_interval_ms = 1000;
@@ -89,6 +90,12 @@ junction_define_gucs(void)
 							"0 disables the workers; junction_process_inbox() still works.",
 							&junction_workers, 1, 0, JUNCTION_MAX_WORKERS,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("junction.backfill_workers",
+							"Number of junction background workers running backfill jobs.",
+							"They claim jobs with SKIP LOCKED, fairly across users; 0 disables them "
+							"(junction_backfill_now() still works), as does junction.workers = 0.",
+							&junction_backfill_workers, 2, 0, JUNCTION_MAX_BACKFILL_WORKERS,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("junction.batch_size",
 							"Inbox rows claimed per transaction by a worker.",
 							NULL, &junction_batch_size, 500, 1, 100000,
@@ -132,7 +139,7 @@ register_worker(const char *function, const char *name, const char *type, int sl
 	RegisterBackgroundWorker(&w);
 }
 
-/* Register the inbox workers and, with them, the backfill worker. */
+/* Register the inbox workers and, with them, the backfill workers. */
 static void
 register_workers(void)
 {
@@ -145,9 +152,14 @@ register_workers(void)
 		snprintf(name, sizeof(name), "junction worker %d", i);
 		register_worker("junction_worker_main", name, "junction worker", i);
 	}
-	if (junction_workers > 0)
-		register_worker("junction_backfill_main", "junction backfill", "junction backfill",
-						JUNCTION_BACKFILL_SLOT);
+	for (i = 0; junction_workers > 0 && i < junction_backfill_workers; i++)
+	{
+		char		name[BGW_MAXLEN];
+
+		snprintf(name, sizeof(name), "junction backfill %d", i);
+		register_worker("junction_backfill_main", name, "junction backfill",
+						JUNCTION_BACKFILL_SLOT + i);
+	}
 }
 
 /* Module load: GUCs always; shared memory and workers only when preloaded. */
@@ -175,7 +187,7 @@ junction_wake_workers(void)
 
 	if (junction_shared == NULL)
 		return;
-	for (i = 0; i <= JUNCTION_MAX_WORKERS; i++)
+	for (i = 0; i < JUNCTION_SLOTS; i++)
 	{
 		Latch	   *latch;
 
@@ -253,7 +265,7 @@ junction_worker_state(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	if (junction_shared == NULL)
 		PG_RETURN_VOID();
-	for (i = 0; i <= JUNCTION_MAX_WORKERS; i++)
+	for (i = 0; i < JUNCTION_SLOTS; i++)
 	{
 		JunctionWorkerSlot s;
 		Datum		values[7];
@@ -270,7 +282,7 @@ junction_worker_state(PG_FUNCTION_ARGS)
 		values[3] = TimestampTzGetDatum(s.heartbeat);
 		values[4] = Int64GetDatum((int64) s.processed);
 		values[5] = Int64GetDatum((int64) s.quarantined);
-		values[6] = CStringGetTextDatum(i == JUNCTION_BACKFILL_SLOT ? "backfill" : "inbox");
+		values[6] = CStringGetTextDatum(i >= JUNCTION_BACKFILL_SLOT ? "backfill" : "inbox");
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	PG_RETURN_VOID();

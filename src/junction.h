@@ -18,8 +18,10 @@
 
 #define JUNCTION_VERSION "0.3.0"
 #define JUNCTION_MAX_WORKERS 8
-/* Slots 0..JUNCTION_MAX_WORKERS-1 drain the inbox; this extra one runs backfills. */
+#define JUNCTION_MAX_BACKFILL_WORKERS 8
+/* Slots 0..JUNCTION_MAX_WORKERS-1 drain the inbox; the JUNCTION_MAX_BACKFILL_WORKERS after them run backfills. */
 #define JUNCTION_BACKFILL_SLOT JUNCTION_MAX_WORKERS
+#define JUNCTION_SLOTS (JUNCTION_MAX_WORKERS + JUNCTION_MAX_BACKFILL_WORKERS)
 
 /*
  * Settings.  Each subsystem defines the GUCs it owns in its own *_define_gucs(), called from
@@ -31,6 +33,7 @@
 extern void junction_define_gucs(void);
 extern char *junction_database;
 extern int	junction_workers;
+extern int	junction_backfill_workers;
 extern int	junction_batch_size;
 extern int	junction_batch_bytes;
 extern int	junction_poll_interval_ms;
@@ -52,11 +55,17 @@ typedef struct JunctionWorkerSlot
 	uint64		quarantined;	/* deliveries quarantined since start */
 } JunctionWorkerSlot;
 
-/* Shared state: only shareable things (pids, latch pointers, counters). */
+/*
+ * Shared state: only shareable things (pids, latch pointers, counters), and the time before which
+ * no backend sends a data API request: a 429 (its Retry-After, or the backoff) pauses every
+ * worker and session together, not only the one that got it.
+ */
 typedef struct JunctionShared
 {
 	slock_t		mutex;
-	JunctionWorkerSlot worker[JUNCTION_MAX_WORKERS + 1];
+	JunctionWorkerSlot worker[JUNCTION_SLOTS];
+	TimestampTz api_paused_until;	/* 0: no pause */
+	uint64		api_pauses;		/* 429s that set or extended the pause */
 } JunctionShared;
 
 extern JunctionShared *junction_shared;
@@ -66,6 +75,8 @@ extern void junction_wake_workers(void);
 
 /* http.c: whether a data (false) or Management (true) API key or key file is set */
 extern bool junction_api_key_configured(bool management);
+/* http.c: keep a prefetched page across commits (the backfill workers, which commit every page) */
+extern bool junction_prefetch_across_commit;
 
 /* verify.c */
 extern void junction_headers_from_jsonb(Jsonb *headers, jx_sig_headers *out);
@@ -86,6 +97,6 @@ extern void junction_drain_reset_plans(void);
 
 /* Background worker entry points, named in their registration (junction.c) */
 extern PGDLLEXPORT void junction_worker_main(Datum arg);	/* worker.c: an inbox worker */
-extern PGDLLEXPORT void junction_backfill_main(Datum arg);	/* backfill.c: the backfill worker */
+extern PGDLLEXPORT void junction_backfill_main(Datum arg);	/* backfill.c: a backfill worker */
 
 #endif							/* JUNCTION_H */

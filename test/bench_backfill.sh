@@ -7,7 +7,7 @@
 #
 # Every rate is measured twice: "cold" (the mock's caches reset, so it generates each page on
 # request, as on a first backfill) and "warm" (the mock answers from its page cache; pure serving).
-# Then the database's own ceiling for the same rows (loaded from a table, no HTTP, no JSON), and
+# Then the database's own ceiling for the same rows (loaded from a table, or by COPY from a file; no HTTP, no JSON), and
 # where junction_sync's time goes: HTTP + JSON parsing (junction_api), page -> typing items,
 # junction._upsert_samples (one plain INSERT per page, as a first backfill does), and EXPLAIN ANALYZE of
 # one page's INSERT ... ON CONFLICT (the path of a resync over existing rows).
@@ -129,14 +129,17 @@ UPSERT_SQL="INSERT INTO junction.samples AS t SELECT * FROM bench_typed
       timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
       floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
   WHERE excluded.received_seq > t.received_seq"
-T_CEIL_UPSERT=999; T_CEIL_PLAIN=999
+psql -qXAt -v ON_ERROR_STOP=1 -c "COPY bench_typed TO '$W/pg/typed.copy'"
+T_CEIL_UPSERT=999; T_CEIL_PLAIN=999; T_CEIL_COPY=999
 for r in $(seq 1 "$RUNS"); do
+    s=$(ceiling_run "COPY junction.samples FROM '$W/pg/typed.copy'")
+    T_CEIL_COPY=$(awk -v a="$T_CEIL_COPY" -v b="$s" 'BEGIN { print (b < a) ? b : a }')
     s=$(ceiling_run "$UPSERT_SQL")
     T_CEIL_UPSERT=$(awk -v a="$T_CEIL_UPSERT" -v b="$s" 'BEGIN { print (b < a) ? b : a }')
     s=$(ceiling_run "INSERT INTO junction.samples SELECT * FROM bench_typed")
     T_CEIL_PLAIN=$(awk -v a="$T_CEIL_PLAIN" -v b="$s" 'BEGIN { print (b < a) ? b : a }')
 done
-psql -qXAt -c "DROP TABLE bench_typed"
+psql -qXAt -c "DROP TABLE bench_typed"; rm -f "$W/pg/typed.copy"
 
 # 5. Where the time goes (warm mock): the same page loop as junction._sync_resource, timed by step.
 BREAKDOWN=$(psql -qXAt -v ON_ERROR_STOP=1 <<SQL | tail -1
@@ -193,11 +196,12 @@ printf '%-52s %8.3f s %12s samples/s\n' "mock -> curl, warm (pages from the mock
 printf '%-52s %8.3f s %12s samples/s   = %s of the cold mock\n' "junction_sync, cold mock" "$best_sync_cold" "$R_SC" "$(pct "$R_SC" "$R_CC")"
 printf '%-52s %8.3f s %12s samples/s   = %s of the warm mock\n' "junction_sync, warm mock" "$best_sync_warm" "$R_SW" "$(pct "$R_SW" "$R_CW")"
 printf '%-52s %8.3f s %12s samples/s   = %s of the warm mock\n' "junction_sync again (resync: all ON CONFLICT updates)" "$best_resync" "$(rate "$SAMPLES" "$best_resync")" "$(pct "$(rate "$SAMPLES" "$best_resync")" "$R_CW")"
-R_CU=$(rate "$SAMPLES" "$T_CEIL_UPSERT"); R_CP=$(rate "$SAMPLES" "$T_CEIL_PLAIN")
+R_CU=$(rate "$SAMPLES" "$T_CEIL_UPSERT"); R_CP=$(rate "$SAMPLES" "$T_CEIL_PLAIN"); R_CO=$(rate "$SAMPLES" "$T_CEIL_COPY")
 echo "the database's ceiling for the same typed rows (from a table: no HTTP, no JSON; best of $RUNS):"
 printf '%-52s %8.3f s %12s samples/s   = %s of the cold mock\n' "  INSERT ... ON CONFLICT (as _upsert_samples)" "$T_CEIL_UPSERT" "$R_CU" "$(pct "$R_CU" "$R_CC")"
 printf '%-52s %8.3f s %12s samples/s   = %s of the cold mock\n' "  plain INSERT into the keyed table" "$T_CEIL_PLAIN" "$R_CP" "$(pct "$R_CP" "$R_CC")"
-echo "junction_sync (cold mock) = $(pct "$R_SC" "$R_CP") of the plain INSERT ceiling (its path into an empty range), $(pct "$R_SC" "$R_CU") of the ON CONFLICT one"
+printf '%-52s %8.3f s %12s samples/s   = %s of the cold mock\n' "  COPY FROM a file of the typed rows (text format)" "$T_CEIL_COPY" "$R_CO" "$(pct "$R_CO" "$R_CC")"
+echo "junction_sync (cold mock) = $(pct "$R_SC" "$R_CP") of the plain INSERT ceiling (its path into an empty range), $(pct "$R_SC" "$R_CU") of the ON CONFLICT one, $(pct "$R_SC" "$R_CO") of COPY"
 echo "where junction_sync's time goes (warm mock, one run):"
 printf '  %-50s %8.3f s\n' "HTTP + JSON -> jsonb (junction_api, C)" "$T_HTTP" \
        "page -> typing items (junction._page_items)" "$T_CONV" \

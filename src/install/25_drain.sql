@@ -43,41 +43,11 @@ CREATE FUNCTION junction._worker_state(OUT slot integer, OUT pid integer,
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'junction_worker_state' LANGUAGE C VOLATILE;
 
-CREATE VIEW junction.status AS
-SELECT q.pending,
-       q.quarantined,
-       q.oldest_pending_age,
-       q.processed_last_minute,
-       w.worker_pids,
-       w.last_heartbeat,
-       w.backfill_pid,
-       CASE
-         WHEN NOT q.has_secret THEN
-           'no webhook secret: INSERT INTO junction.webhook_secrets(secret) VALUES (''whsec_...'')'
-         WHEN w.worker_pids IS NULL THEN
-           'no worker running: add junction to shared_preload_libraries and set junction.database = '''
-           || current_database() || ''', or call junction_process_inbox()'
-         WHEN current_setting('junction.database', true) <> current_database() THEN
-           'the workers serve database ' || current_setting('junction.database', true)
-           || ', not this one; call junction_process_inbox()'
-         WHEN q.pending > 0 THEN 'draining'
-         ELSE 'idle'
-       END AS waiting_reason
-FROM (SELECT (SELECT count(*) FROM junction.inbox WHERE status = 'pending') AS pending,
-             (SELECT count(*) FROM junction.inbox WHERE status = 'quarantined') AS quarantined,
-             (SELECT now() - min(received_at) FROM junction.inbox WHERE status = 'pending')
-               AS oldest_pending_age,
-             (SELECT count(*) FROM junction.inbox
-               WHERE status = 'processed' AND processed_at > now() - interval '1 minute')
-               AS processed_last_minute,
-             EXISTS (SELECT FROM junction.webhook_secrets
-                      WHERE expires_at IS NULL OR expires_at > now()) AS has_secret) q,
-     (SELECT array_agg(pid ORDER BY slot) FILTER (WHERE kind = 'inbox') AS worker_pids,
-             max(heartbeat) FILTER (WHERE kind = 'inbox') AS last_heartbeat,
-             max(pid) FILTER (WHERE kind = 'backfill') AS backfill_pid
-        FROM junction._worker_state()) w;
-COMMENT ON VIEW junction.status IS
-  'inbox backlog, quarantine, throughput, worker pids and heartbeat, and why work is waiting';
+CREATE FUNCTION junction._api_pause(OUT paused_until timestamptz, OUT pauses bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'junction_api_pause' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION junction._api_pause() IS
+  'until when every data API request waits after a 429 (null: no pause), and how many 429s set or extended the pause since the server started';
 
 -- Retention: processed rows older than retention go, a bounded batch at a time; quarantined rows stay.
 CREATE FUNCTION junction._trim_inbox(retention interval, max_rows integer DEFAULT 10000) RETURNS integer

@@ -202,6 +202,13 @@ CREATE TABLE junction.backfills (
     data         jsonb NOT NULL,
     next_attempt_at timestamptz,
     sqlstate     text,
+    cursor       text,
+    pages_done   integer NOT NULL DEFAULT 0,
+    fast         boolean,
+    started_at   timestamptz,
+    last_page_at timestamptz,
+    claimed_by   integer,
+    run_rows     bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, provider, resource)
 );
 COMMENT ON TABLE junction.backfills IS
@@ -210,6 +217,13 @@ COMMENT ON COLUMN junction.backfills.completed_at IS 'received_at of the latest 
 COMMENT ON COLUMN junction.backfills.fetch_status IS 'our fetch of [start_date, end_date]: pending until the API loader changes it; a newer completion resets it to pending';
 COMMENT ON COLUMN junction.backfills.next_attempt_at IS 'a failed fetch is retried from this time on (null: now)';
 COMMENT ON COLUMN junction.backfills.sqlstate IS 'SQLSTATE of the last failed fetch';
+COMMENT ON COLUMN junction.backfills.cursor IS 'checkpoint: the next_cursor of the last page committed (null: the fetch starts from the first page); a crash, restart or failure resumes here';
+COMMENT ON COLUMN junction.backfills.pages_done IS 'checkpoint: pages of [start_date, end_date] committed so far (rows_loaded counts their rows)';
+COMMENT ON COLUMN junction.backfills.fast IS 'first-backfill fast path (plain INSERTs), decided at the first page: the user had no sample of the resource near the range';
+COMMENT ON COLUMN junction.backfills.started_at IS 'when the current (or last) run claimed the job';
+COMMENT ON COLUMN junction.backfills.last_page_at IS 'when the last page was committed';
+COMMENT ON COLUMN junction.backfills.claimed_by IS 'pid of the backend running the job (a running job whose backend is gone is resumed)';
+COMMENT ON COLUMN junction.backfills.run_rows IS 'rows the current (or last) run loaded since it claimed the job (rows_loaded counts every run since the job was queued)';
 CREATE INDEX backfills_pending ON junction.backfills (completed_at) WHERE fetch_status = 'pending';
 
 -- ---------------------------------------------------------------------------------------------
@@ -550,6 +564,7 @@ CREATE TABLE junction.workout_streams (
     data         jsonb,
     next_attempt_at timestamptz,
     sqlstate     text,
+    claimed_by   integer,
     PRIMARY KEY (user_id, workout_id)
 );
 COMMENT ON TABLE junction.workout_streams IS
@@ -558,6 +573,7 @@ COMMENT ON COLUMN junction.workout_streams.id IS 'same as workout_id: a stream i
 COMMENT ON COLUMN junction.workout_streams.fetch_status IS 'pending until the API loader fetches the stream (running, done, failed); unavailable after daily.data.workout_stream.unavailable (never fetched); a newer notification sets it again (pending, or unavailable)';
 COMMENT ON COLUMN junction.workout_streams.next_attempt_at IS 'a failed fetch is retried from this time on (null: now)';
 COMMENT ON COLUMN junction.workout_streams.sqlstate IS 'SQLSTATE of the last failed fetch';
+COMMENT ON COLUMN junction.workout_streams.claimed_by IS 'pid of the backend fetching the stream (a running fetch whose backend is gone is retried)';
 CREATE INDEX workout_streams_pending ON junction.workout_streams (updated_at) WHERE fetch_status = 'pending';
 
 -- ---------------------------------------------------------------------------------------------

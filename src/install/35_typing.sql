@@ -458,7 +458,8 @@ BEGIN
     SET start_date = excluded.start_date, end_date = excluded.end_date,
         completed_at = excluded.completed_at, fetch_status = 'pending', fetch_error = NULL,
         rows_loaded = NULL, attempts = 0, updated_at = now(),
-        received_seq = excluded.received_seq, data = excluded.data
+        received_seq = excluded.received_seq, data = excluded.data,
+        cursor = NULL, pages_done = 0, fast = NULL, claimed_by = NULL
     WHERE excluded.received_seq > t.received_seq;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
