@@ -154,3 +154,29 @@ SELECT pg_temp.mock('POST', 'faults', '{"path_prefix": "/v2/summary/sleep", "res
 SELECT junction_fetch('sleep', :'u1', '2025-04-01', '2025-04-02') IS NOT NULL AS fetched_after_429;
 SELECT pauses - :pauses_before AS new_pauses, paused_until IS NULL AS pause_over FROM junction._api_pause();
 SELECT pg_temp.mock('POST', 'reset') IS NOT NULL AS reset;
+
+-- ---------------------------------------------------------------------------------------------
+-- 7. junction_sync_queue: a long junction_sync as backfill jobs (checkpointed, resumable, visible)
+-- ---------------------------------------------------------------------------------------------
+TRUNCATE junction.backfills;
+DELETE FROM junction.connections WHERE user_id = :'u1';
+\set VERBOSITY default
+SELECT provider, resource, start_date, end_date FROM junction_sync_queue(:'u1', ARRAY['heartrate'], '2025-04-01', '2025-04-03 23:59:59');
+SELECT provider, resource, start_date, end_date FROM junction_sync_queue(:'u1', ARRAY['no_such_resource'], '2025-04-01', '2025-04-03', 'oura');
+SELECT provider, resource, start_date, end_date FROM junction_sync_queue(:'u1', ARRAY['heartrate'], '2025-04-03', '2025-04-01', 'oura');
+\set VERBOSITY terse
+SELECT provider, resource, start_date, end_date FROM junction_sync_queue(:'u1', ARRAY['heartrate', 'sleep'], '2025-04-01', '2025-04-03 23:59:59', 'apple_health_kit');
+SELECT kind, resource, provider, state, reason, start_date, end_date FROM junction.backfill_progress ORDER BY resource;
+SELECT junction_backfill_now() AS ran;
+SELECT resource, fetch_status, pages_done, rows_loaded > 0 AS rows FROM junction.backfills ORDER BY resource;
+SELECT count(*) > 0 AS samples FROM junction.samples WHERE user_id = :'u1' AND resource = 'heartrate';
+-- with no provider: one job per connected provider
+INSERT INTO junction.connections (user_id, provider, status, updated_at, received_seq, data)
+VALUES (:'u1', 'oura', 'connected', now(), junction._next_received_seq(), '{}'),
+       (:'u1', 'garmin', 'connected', now(), junction._next_received_seq(), '{}'),
+       (:'u1', 'withings', 'error', now(), junction._next_received_seq(), '{}');
+SELECT provider, resource, start_date, end_date FROM junction_sync_queue(:'u1', ARRAY['steps'], '2025-04-01', '2025-04-01 23:59:59');
+DELETE FROM junction.connections WHERE user_id = :'u1';
+TRUNCATE junction.backfills;
+DELETE FROM junction.samples WHERE user_id = :'u1';
+SELECT pg_temp.mock('POST', 'reset') IS NOT NULL AS reset;

@@ -427,3 +427,68 @@ FROM (SELECT (SELECT count(*) FROM junction.inbox WHERE status = 'pending') AS p
 COMMENT ON VIEW junction.status IS
   'inbox backlog, quarantine, throughput, worker pids and heartbeat, and why work is waiting; the backfill workers, their queue (running, pending, failed jobs) and the API pause after a 429';
 
+
+-- ---------------------------------------------------------------------------------------------
+-- junction_sync for long ranges: queue the ranges as backfill jobs (checkpointed, resumable,
+-- visible in junction.backfill_progress) instead of loading them in the caller's transaction.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION junction_sync_queue(user_id uuid, resources text[] DEFAULT NULL,
+                                    start_date timestamptz DEFAULT now() - interval '7 days',
+                                    end_date timestamptz DEFAULT now(), provider text DEFAULT NULL)
+RETURNS SETOF junction.backfill_job
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    uid   uuid := user_id;
+    names text[];
+    provs text[];
+BEGIN
+    IF uid IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF start_date IS NULL OR end_date IS NULL OR start_date > end_date THEN
+        RAISE EXCEPTION 'start_date and end_date must be given, start_date <= end_date' USING ERRCODE = '22023';
+    END IF;
+    IF resources IS NULL THEN
+        SELECT array_agg(x.name ORDER BY x.name) INTO names
+        FROM junction.resources AS x
+        WHERE x.kind IN ('summary', 'timeseries') AND x.event_prefix = 'daily.data';
+    ELSE
+        SELECT array_agg(DISTINCT (junction._api_resource(q.name)).name) INTO names
+        FROM unnest(resources) AS q(name);
+    END IF;
+    IF junction_sync_queue.provider IS NOT NULL THEN
+        provs := ARRAY[junction_sync_queue.provider];
+    ELSE
+        -- a job is per provider: every provider the user is connected to
+        SELECT array_agg(DISTINCT c.provider) INTO provs
+        FROM junction.connections AS c WHERE c.user_id = uid AND c.status = 'connected';
+        IF provs IS NULL THEN
+            RAISE EXCEPTION 'user % has no connected provider in junction.connections', uid
+                USING ERRCODE = '22023',
+                      HINT = 'Pass provider => ''<slug>'', or load the connections first: SELECT junction_refresh_connections(user_id);';
+        END IF;
+    END IF;
+    RETURN QUERY
+    INSERT INTO junction.backfills AS t
+        (user_id, provider, resource, start_date, end_date, completed_at, fetch_status, attempts,
+         updated_at, received_seq, data)
+    SELECT uid, p.p, n.n, junction_sync_queue.start_date, junction_sync_queue.end_date, now(),
+           'pending', 0, now(), junction._next_received_seq(),
+           jsonb_build_object('queued_by', 'junction_sync_queue', 'start_date', junction_sync_queue.start_date,
+                              'end_date', junction_sync_queue.end_date)
+    FROM unnest(provs) AS p(p), unnest(names) AS n(n)
+    ORDER BY 2, 3
+    ON CONFLICT ON CONSTRAINT backfills_pkey DO UPDATE
+    SET start_date = excluded.start_date, end_date = excluded.end_date,
+        completed_at = excluded.completed_at, fetch_status = 'pending', fetch_error = NULL, sqlstate = NULL,
+        rows_loaded = NULL, attempts = 0, next_attempt_at = NULL, updated_at = now(),
+        received_seq = excluded.received_seq, data = excluded.data,
+        cursor = NULL, pages_done = 0, fast = NULL, claimed_by = NULL
+    RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid;
+    PERFORM junction._wake_at_commit();
+END
+$$;
+COMMENT ON FUNCTION junction_sync_queue(uuid, text[], timestamptz, timestamptz, text) IS
+  'queue what junction_sync would load (per provider: the one given, else every connected one) as backfill jobs, and return them: the backfill workers load them page by page, each page committed with its checkpoint; replaces a queued job of the same user, provider and resource';
