@@ -4,15 +4,16 @@
 -- transactions; junction_backfill_now() runs the same loop in the caller's transaction.
 -- ---------------------------------------------------------------------------------------------
 CREATE TYPE junction.backfill_job AS (
-    kind       text,          -- 'range' (junction.backfills) or 'workout_stream' (junction.workout_streams)
+    kind       text,          -- 'range' (junction.backfills), 'workout_stream' (junction.workout_streams), 'lab_result'
     user_id    uuid,
     provider   text,
     resource   text,
     start_date timestamptz,
     end_date   timestamptz,
-    workout_id uuid
+    workout_id uuid,
+    order_id   uuid           -- 'lab_result' (junction.lab_orders): the order whose results to fetch
 );
-COMMENT ON TYPE junction.backfill_job IS 'one claimed backfill: a range of one resource, or one workout stream';
+COMMENT ON TYPE junction.backfill_job IS 'one claimed backfill: a range of one resource, one workout stream, or one lab order''s results';
 
 -- Claim at most one due job: mark it running and count the attempt. Nothing is claimed while
 -- no API key is configured (the jobs would only fail).
@@ -23,6 +24,24 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NOT junction._api_key_configured(false) THEN
+        RETURN;
+    END IF;
+    -- lab results first: a completed (or critical) order is waited for by a clinician
+    RETURN QUERY
+    UPDATE junction.lab_orders AS t
+    SET result_fetch_status = 'running', result_attempts = t.result_attempts + 1
+    FROM (SELECT o.user_id, o.id
+          FROM junction.lab_orders AS o
+          WHERE o.result_fetch_status = 'pending'
+            AND (o.result_next_attempt_at IS NULL OR o.result_next_attempt_at <= clock_timestamp()
+                 OR o.result_attempts = 0)
+          ORDER BY coalesce(o.result_next_attempt_at, o.updated_at), o.user_id, o.id
+          LIMIT 1
+          FOR UPDATE SKIP LOCKED) AS c
+    WHERE t.user_id = c.user_id AND t.id = c.id
+    RETURNING 'lab_result'::text, t.user_id, NULL::text, 'lab_result'::text,
+              NULL::timestamptz, NULL::timestamptz, NULL::uuid, t.id;
+    IF FOUND THEN
         RETURN;
     END IF;
     RETURN QUERY
@@ -36,7 +55,7 @@ BEGIN
           LIMIT 1
           FOR UPDATE SKIP LOCKED) AS c
     WHERE t.user_id = c.user_id AND t.provider = c.provider AND t.resource = c.resource
-    RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid;
+    RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid, NULL::uuid;
     IF FOUND THEN
         RETURN;
     END IF;
@@ -52,7 +71,7 @@ BEGIN
           FOR UPDATE SKIP LOCKED) AS c
     WHERE t.user_id = c.user_id AND t.workout_id = c.workout_id
     RETURNING 'workout_stream'::text, t.user_id, t.provider, 'workout_stream'::text,
-              NULL::timestamptz, NULL::timestamptz, t.workout_id;
+              NULL::timestamptz, NULL::timestamptz, t.workout_id, NULL::uuid;
 END
 $$;
 COMMENT ON FUNCTION junction._backfill_claim() IS
@@ -111,9 +130,12 @@ CREATE FUNCTION junction._backfill_run(job junction.backfill_job)
 RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT junction._backfill_run(job.kind, job.user_id, job.provider, job.resource,
-                                    job.start_date, job.end_date, job.workout_id) $$;
-COMMENT ON FUNCTION junction._backfill_run(junction.backfill_job) IS 'junction._backfill_run for a claimed job row';
+AS $$ SELECT CASE WHEN job.kind = 'lab_result'
+                   THEN junction._lab_result_run(job.user_id, junction._require(job.order_id, 'order_id'))
+                   ELSE junction._backfill_run(job.kind, job.user_id, job.provider, job.resource,
+                                               job.start_date, job.end_date, job.workout_id) END $$;
+COMMENT ON FUNCTION junction._backfill_run(junction.backfill_job) IS
+  'junction._backfill_run for a claimed job row (a lab_result job: junction._lab_result_run)';
 
 -- Record a failed run: back to pending with a backoff (30 s, 2 min) while attempts < 3, else
 -- failed. Returns the job's new fetch_status (null if it was re-queued meanwhile).
@@ -164,10 +186,14 @@ CREATE FUNCTION junction._backfill_failed(job junction.backfill_job, error text,
 RETURNS text
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT junction._backfill_failed(job.kind, job.user_id, job.provider, job.resource,
-                                       job.start_date, job.end_date, job.workout_id, error, sqlstate) $$;
+AS $$ SELECT CASE WHEN job.kind = 'lab_result'
+                   THEN junction._lab_result_failed(job.user_id, job.order_id, error, sqlstate)
+                   ELSE junction._backfill_failed(job.kind, job.user_id, job.provider, job.resource,
+                                                  job.start_date, job.end_date, job.workout_id, error,
+                                                  sqlstate) END $$;
 COMMENT ON FUNCTION junction._backfill_failed(junction.backfill_job, text, text) IS
-  'junction._backfill_failed for a claimed job row';
+  'junction._backfill_failed for a claimed job row (a lab_result job: junction._lab_result_failed)';
+
 
 -- At worker start nothing can be running: a job left running was interrupted (crash, restart).
 CREATE FUNCTION junction._backfill_reset_running()
@@ -182,6 +208,9 @@ BEGIN
     UPDATE junction.backfills SET fetch_status = 'pending', updated_at = now() WHERE fetch_status = 'running';
     GET DIAGNOSTICS a = ROW_COUNT;
     UPDATE junction.workout_streams SET fetch_status = 'pending', updated_at = now() WHERE fetch_status = 'running';
+    GET DIAGNOSTICS b = ROW_COUNT;
+    a := a + b;
+    UPDATE junction.lab_orders SET result_fetch_status = 'pending' WHERE result_fetch_status = 'running';
     GET DIAGNOSTICS b = ROW_COUNT;
     RETURN a + b;
 END
