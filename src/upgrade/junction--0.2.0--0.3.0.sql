@@ -141,13 +141,24 @@ BEGIN
                  WHEN r.id_field IS NOT NULL
                       AND coalesce(jsonb_typeof(x.data -> r.id_field), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.%s', e.event_type, r.id_field))::jsonb
+                 WHEN k.family IN ('lab_order', 'lab_appointment')
+                      AND coalesce(jsonb_typeof(x.data -> 'id'), 'null') = 'null' THEN
+                   junction._fail('23502', format('%s: missing data.id', e.event_type))::jsonb
+                 WHEN k.family = 'lab_critical'
+                      AND coalesce(x.data ->> 'order_id', x.data #>> '{order,id}', x.data ->> 'id') IS NULL THEN
+                   junction._fail('23502', format('%s: missing data.order_id', e.event_type))::jsonb
+                 WHEN k.family = 'lab_critical'
+                      AND coalesce(x.data ->> 'order_id', x.data #>> '{order,id}', x.data ->> 'id')
+                          !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
+                   junction._fail('22P02', format('%s: data.order_id %s is not a uuid', e.event_type,
+                       left(coalesce(x.data -> 'order_id', x.data #> '{order,id}', x.data -> 'id')::text, 100)))::jsonb
                  WHEN k.family = 'timeseries'
                       AND coalesce(jsonb_typeof(x.data -> 'data'), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.data (the samples)', e.event_type))::jsonb
                  WHEN k.family = 'timeseries' AND jsonb_typeof(x.data -> 'data') <> 'array' THEN
                    junction._fail('22023', format('%s: data.data must be an array, not %s',
                                                   e.event_type, jsonb_typeof(x.data -> 'data')))::jsonb
-                 WHEN v.provider IS NULL THEN
+                 WHEN v.provider IS NULL AND k.family NOT IN ('lab_order', 'lab_appointment', 'lab_critical') THEN
                    junction._fail('23502', format('%s: missing provider (data.%s)', e.event_type,
                        CASE WHEN k.family IN ('connection', 'historical') OR k.resource = 'device'
                             THEN 'provider' ELSE 'source.provider' END))::jsonb
@@ -186,6 +197,11 @@ BEGIN
                      WHEN e.event_type ~ '^historical\.data\.[a-z0-9_]+\.created$' THEN 'historical'
                      WHEN e.event_type IN ('provider.connection.created', 'provider.connection.error')
                        THEN 'connection'
+                     -- lab testing (src/install/37_lab.sql)
+                     WHEN e.event_type IN ('labtest.order.created', 'labtest.order.updated') THEN 'lab_order'
+                     WHEN e.event_type IN ('labtest.appointment.created', 'labtest.appointment.updated')
+                       THEN 'lab_appointment'
+                     WHEN e.event_type = 'labtest.result.critical' THEN 'lab_critical'
                    END AS family,
                    CASE WHEN cardinality(x.parts) >= 3 THEN x.parts[cardinality(x.parts) - 1] END AS resource
             OFFSET 0
@@ -564,13 +580,32 @@ BEGIN
             END LOOP;
         END IF;
     ELSE
-        -- streams, connections, historical pulls: the fields their upserts cast
+        -- streams, connections, historical pulls, lab objects: the fields their upserts cast
         SELECT x.p AS p, junction._cast_error(c.obj, x.p, x.t) AS e INTO col
         FROM (VALUES ('stream', '{workout_id}'::text[], 'uuid'::regtype, 1),
                      ('stream', '{sport,id}', 'integer', 2),
                      ('connection', '{created_on}', 'timestamptz', 1),
                      ('historical', '{start_date}', 'timestamptz', 1),
-                     ('historical', '{end_date}', 'timestamptz', 2)) AS x(family, p, t, n)
+                     ('historical', '{end_date}', 'timestamptz', 2),
+                     ('lab_order', '{id}', 'uuid', 1),
+                     ('lab_order', '{team_id}', 'uuid', 2),
+                     ('lab_order', '{updated_at}', 'timestamptz', 3),
+                     ('lab_order', '{created_at}', 'timestamptz', 4),
+                     ('lab_order', '{lab_test,id}', 'uuid', 5),
+                     ('lab_order', '{priority}', 'boolean', 6),
+                     ('lab_order', '{has_missing_results}', 'boolean', 7),
+                     ('lab_order', '{expected_result_by_date}', 'date', 8),
+                     ('lab_order', '{worst_case_result_by_date}', 'date', 9),
+                     ('lab_order', '{patient_details,dob}', 'timestamptz', 10),
+                     ('lab_appointment', '{id}', 'uuid', 1),
+                     ('lab_appointment', '{order_id}', 'uuid', 2),
+                     ('lab_appointment', '{updated_at}', 'timestamptz', 3),
+                     ('lab_appointment', '{start_at}', 'timestamptz', 4),
+                     ('lab_appointment', '{end_at}', 'timestamptz', 5),
+                     ('lab_appointment', '{can_reschedule}', 'boolean', 6),
+                     ('lab_critical', '{order_id}', 'uuid', 1),
+                     ('lab_critical', '{order,id}', 'uuid', 2),
+                     ('lab_critical', '{id}', 'uuid', 3)) AS x(family, p, t, n)
         WHERE x.family = c.family AND junction._cast_error(c.obj, x.p, x.t) IS NOT NULL
         ORDER BY x.n LIMIT 1;
         IF FOUND THEN
@@ -589,3 +624,810 @@ COMMENT ON FUNCTION junction._typing_error_context(bigint, text) IS
   'the quarantine reason for an inbox row whose typing raised message: "<event type>: <JSON path>: <error>" (the first field that fails alone), else "<event type>: <message>"';
 REVOKE ALL ON FUNCTION junction._cast_error(jsonb, text[], regtype) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction._typing_error_context(bigint, text) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- 35 typing / 37 lab / 65 backfill: lab testing in typed tables (issue 11). Lab orders,
+-- appointments and critical results are typed; a completed (or critical) order's results are
+-- fetched by the backfill queue (job kind lab_result, junction.backfill_job.order_id). The lab
+-- events stored before the upgrade are typed below, one at a time (a malformed one stays in
+-- junction.events only, with a WARNING).
+-- ---------------------------------------------------------------------------------------------
+ALTER TYPE junction.backfill_job ADD ATTRIBUTE order_id uuid;
+COMMENT ON TYPE junction.backfill_job IS 'one claimed backfill: a range of one resource, one workout stream, or one lab order''s results';
+-- ---------------------------------------------------------------------------------------------
+-- Lab testing: orders, appointments, critical results, biomarker results.
+--
+-- Facts (Junction's OpenAPI spec, tryVital/vital-fern-api fern/openapi/openapi.json):
+--   ClientFacingOrder: id, user_id, team_id, status (OrderTopLevelStatus: received,
+--     collecting_sample, sample_with_lab, completed, cancelled, failed), events[] ({id, created_at,
+--     status: OrderStatus "<top>.<method>.<detail>"}), lab_test {id, slug, name, method, lab{slug}},
+--     patient_details {dob, gender, first_name, last_name, phone_number, email, ...},
+--     patient_address, details, sample_id, notes, priority, billing_type, interpretation (normal,
+--     abnormal, critical), has_missing_results, expected_result_by_date, worst_case_result_by_date,
+--     created_at, updated_at.
+--   ClientFacingAppointment: id, user_id, order_id, address, location, start_at, end_at,
+--     iana_timezone, type, provider, status, provider_id, external_id, can_reschedule,
+--     event_status, event_data, events[] ({created_at, status, data}). No updated_at: the newest
+--     events[].created_at stands for it.
+--   GET /v3/order/{order_id}/result -> LabResultsRaw {metadata, results: [BiomarkerResult] | {},
+--     missing_results, sample_information}; BiomarkerResult: name, slug, value, result, type, unit,
+--     timestamp, notes, reference_range, min_range_value, max_range_value, is_above_max_range,
+--     is_below_min_range, interpretation, loinc, loinc_slug, provider_id, source_markers,
+--     performing_laboratory, source_sample_id.
+--   GET /v3/orders?user_id=&page=&size= -> GetOrdersResponse {orders, total, page, size}
+--     (page >= 1, default 1; size 1..100, default 50).
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE junction.lab_orders (
+    user_id                   uuid NOT NULL,
+    id                        uuid NOT NULL,
+    team_id                   uuid,
+    status                    text,
+    low_level_status          text,
+    events                    jsonb,
+    lab_test_id               uuid,
+    lab_test_slug             text,
+    lab_test_name             text,
+    lab_test_method           text,
+    lab_slug                  text,
+    sample_id                 text,
+    priority                  boolean,
+    billing_type              text,
+    interpretation            text,
+    has_missing_results       boolean,
+    expected_result_by_date   date,
+    worst_case_result_by_date date,
+    patient_gender            text,
+    patient_dob               date,
+    created_at                timestamptz,
+    updated_at                timestamptz,
+    critical                  boolean NOT NULL DEFAULT false,
+    result_fetch_status       text CONSTRAINT lab_orders_result_fetch_status_check
+                                   CHECK (result_fetch_status IN ('pending', 'running', 'done', 'failed')),
+    result_attempts           integer NOT NULL DEFAULT 0,
+    result_next_attempt_at    timestamptz,
+    result_fetch_error        text,
+    result_sqlstate           text,
+    results_fetched_at        timestamptz,
+    result_metadata           jsonb,
+    data                      jsonb NOT NULL,
+    received_seq              bigint NOT NULL,
+    CONSTRAINT lab_orders_pkey PRIMARY KEY (user_id, id)
+);
+COMMENT ON TABLE junction.lab_orders IS
+  'lab test orders (labtest.order.*, GET /v3/orders): the newest updated_at wins, ties to the later received; data = the winning order object';
+COMMENT ON COLUMN junction.lab_orders.status IS 'OrderTopLevelStatus: received, collecting_sample, sample_with_lab, completed, cancelled, failed';
+COMMENT ON COLUMN junction.lab_orders.low_level_status IS 'status of the newest entry of events (OrderStatus, "<status>.<method>.<detail>")';
+COMMENT ON COLUMN junction.lab_orders.events IS 'the status history: [{id, created_at, status}]';
+COMMENT ON COLUMN junction.lab_orders.patient_gender IS 'patient_details.gender (names, phone, email and address stay in data only)';
+COMMENT ON COLUMN junction.lab_orders.critical IS 'true once a labtest.result.critical event named this order (whatever the order of arrival)';
+COMMENT ON COLUMN junction.lab_orders.result_fetch_status IS 'the automatic fetch of GET /v3/order/{id}/result into junction.lab_results: null (not completed), pending, running, done, failed; a newer completed version or a critical result queues it again';
+COMMENT ON COLUMN junction.lab_orders.result_next_attempt_at IS 'a failed result fetch is retried from this time on (null: now)';
+COMMENT ON COLUMN junction.lab_orders.result_metadata IS 'the metadata object of the last fetched result (LabResultsMetadata: status, laboratory, specimen_number, interpretation, ...)';
+CREATE INDEX lab_orders_result_pending ON junction.lab_orders (updated_at) WHERE result_fetch_status = 'pending';
+CREATE INDEX lab_orders_status ON junction.lab_orders (status, updated_at);
+
+CREATE TABLE junction.lab_appointments (
+    user_id        uuid NOT NULL,
+    id             uuid NOT NULL,
+    order_id       uuid,
+    type           text,
+    provider       text,
+    status         text,
+    event_status   text,
+    start_at       timestamptz,
+    end_at         timestamptz,
+    iana_timezone  text,
+    provider_id    text,
+    external_id    text,
+    can_reschedule boolean,
+    events         jsonb,
+    updated_at     timestamptz,
+    data           jsonb NOT NULL,
+    received_seq   bigint NOT NULL,
+    CONSTRAINT lab_appointments_pkey PRIMARY KEY (user_id, id)
+);
+COMMENT ON TABLE junction.lab_appointments IS
+  'lab appointments (labtest.appointment.*): the newest updated_at wins, ties to the later received';
+COMMENT ON COLUMN junction.lab_appointments.updated_at IS 'the object''s updated_at if it has one, else the newest events[].created_at (ClientFacingAppointment has no updated_at)';
+COMMENT ON COLUMN junction.lab_appointments.status IS 'AppointmentStatus: confirmed, pending, in_progress, completed, cancelled';
+CREATE INDEX lab_appointments_order_id ON junction.lab_appointments (user_id, order_id);
+
+CREATE TABLE junction.lab_results (
+    user_id               uuid NOT NULL,
+    order_id              uuid NOT NULL,
+    slug                  text NOT NULL,
+    name                  text,
+    value                 double precision,
+    result                text,
+    type                  text,
+    unit                  text,
+    "timestamp"           timestamptz,
+    notes                 text,
+    reference_range       text,
+    min_range_value       double precision,
+    max_range_value       double precision,
+    is_above_max_range    boolean,
+    is_below_min_range    boolean,
+    interpretation        text,
+    loinc                 text,
+    loinc_slug            text,
+    provider_id           text,
+    performing_laboratory text,
+    source_sample_id      text,
+    critical              boolean GENERATED ALWAYS AS (interpretation = 'critical') STORED,
+    fetched_at            timestamptz NOT NULL DEFAULT now(),
+    data                  jsonb NOT NULL,
+    CONSTRAINT lab_results_pkey PRIMARY KEY (user_id, order_id, slug)
+);
+COMMENT ON TABLE junction.lab_results IS
+  'one row per biomarker result of an order (GET /v3/order/{order_id}/result); a refetch replaces the order''s rows (a corrected result replaces the old one)';
+COMMENT ON COLUMN junction.lab_results.slug IS 'the biomarker''s slug, or its name when the slug is empty: the key within an order';
+COMMENT ON COLUMN junction.lab_results.result IS 'the result as reported (text); value is its number';
+COMMENT ON COLUMN junction.lab_results.critical IS 'interpretation = critical';
+
+CREATE TABLE junction.lab_critical_results (
+    user_id         uuid NOT NULL,
+    order_id        uuid NOT NULL,
+    received_at     timestamptz NOT NULL,
+    acknowledged_at timestamptz,
+    acknowledged_by text,
+    data            jsonb NOT NULL,
+    received_seq    bigint NOT NULL,
+    CONSTRAINT lab_critical_results_pkey PRIMARY KEY (user_id, order_id)
+);
+COMMENT ON TABLE junction.lab_critical_results IS
+  'labtest.result.critical events, one row per order (the latest received); acknowledged_at is set by junction_lab_acknowledge_critical';
+CREATE INDEX lab_critical_results_open ON junction.lab_critical_results (received_at) WHERE acknowledged_at IS NULL;
+
+-- What a clinician's alerting job selects: critical results not yet acknowledged, one row per
+-- critical biomarker once the results are fetched (one row with null biomarker before that).
+CREATE VIEW junction.lab_critical_alerts AS
+SELECT c.user_id, c.order_id, c.received_at, o.status AS order_status, o.lab_test_name,
+       r.slug AS biomarker_slug, r.name AS biomarker_name, r.result, r.value, r.unit,
+       r.reference_range, r.interpretation, r."timestamp" AS result_timestamp
+FROM junction.lab_critical_results AS c
+LEFT JOIN junction.lab_orders AS o ON o.user_id = c.user_id AND o.id = c.order_id
+LEFT JOIN junction.lab_results AS r ON r.user_id = c.user_id AND r.order_id = c.order_id AND r.critical
+WHERE c.acknowledged_at IS NULL;
+COMMENT ON VIEW junction.lab_critical_alerts IS
+  'critical lab results not yet acknowledged: one row per critical biomarker (biomarker null until the results are fetched)';
+
+-- ---------------------------------------------------------------------------------------------
+-- Upserts (the one load path for webhooks and junction_sync_lab).
+-- ---------------------------------------------------------------------------------------------
+-- The newest status of an events array ([{created_at, status}]): latest created_at, then position.
+CREATE FUNCTION junction._lab_latest_event(events jsonb, OUT status text, OUT created_at timestamptz)
+RETURNS record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $$
+    SELECT e.value ->> 'status', (e.value ->> 'created_at')::timestamptz
+    FROM jsonb_array_elements(CASE jsonb_typeof(events) WHEN 'array' THEN events END) WITH ORDINALITY AS e
+    ORDER BY (e.value ->> 'created_at')::timestamptz DESC NULLS LAST, e.ordinality DESC
+    LIMIT 1
+$$;
+COMMENT ON FUNCTION junction._lab_latest_event(jsonb) IS
+  'the status and created_at of the newest entry of an events array (latest created_at, then the last listed)';
+
+CREATE FUNCTION junction._upsert_lab_orders(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO junction.lab_orders AS t
+        (user_id, id, team_id, status, low_level_status, events, lab_test_id, lab_test_slug,
+         lab_test_name, lab_test_method, lab_slug, sample_id, priority, billing_type, interpretation,
+         has_missing_results, expected_result_by_date, worst_case_result_by_date, patient_gender,
+         patient_dob, created_at, updated_at, critical, result_fetch_status, data, received_seq)
+    SELECT w.user_id, w.id, (w.obj ->> 'team_id')::uuid, w.obj ->> 'status',
+           (junction._lab_latest_event(w.obj -> 'events')).status, w.obj -> 'events',
+           (w.obj #>> '{lab_test,id}')::uuid, w.obj #>> '{lab_test,slug}', w.obj #>> '{lab_test,name}',
+           w.obj #>> '{lab_test,method}', w.obj #>> '{lab_test,lab,slug}', w.obj ->> 'sample_id',
+           (w.obj ->> 'priority')::boolean, w.obj ->> 'billing_type', w.obj ->> 'interpretation',
+           (w.obj ->> 'has_missing_results')::boolean, (w.obj ->> 'expected_result_by_date')::date,
+           (w.obj ->> 'worst_case_result_by_date')::date, w.obj #>> '{patient_details,gender}',
+           ((w.obj #>> '{patient_details,dob}')::timestamptz AT TIME ZONE 'UTC')::date,
+           (w.obj ->> 'created_at')::timestamptz, w.updated_at,
+           EXISTS (SELECT FROM junction.lab_critical_results AS c
+                   WHERE c.user_id = w.user_id AND c.order_id = w.id),
+           CASE WHEN w.obj ->> 'status' = 'completed' THEN 'pending' END,
+           w.obj, w.received_seq
+    FROM (SELECT DISTINCT ON (i.user_id, (i.obj ->> 'id')::uuid)
+                 i.received_seq, i.user_id, (i.obj ->> 'id')::uuid AS id,
+                 (i.obj ->> 'updated_at')::timestamptz AS updated_at, i.obj
+          FROM unnest(items) AS i
+          ORDER BY i.user_id, (i.obj ->> 'id')::uuid,
+                   coalesce((i.obj ->> 'updated_at')::timestamptz, '-infinity') DESC, i.received_seq DESC) AS w
+    ORDER BY w.user_id, w.id
+    ON CONFLICT (user_id, id) DO UPDATE
+    SET team_id = excluded.team_id, status = excluded.status, low_level_status = excluded.low_level_status,
+        events = excluded.events, lab_test_id = excluded.lab_test_id, lab_test_slug = excluded.lab_test_slug,
+        lab_test_name = excluded.lab_test_name, lab_test_method = excluded.lab_test_method,
+        lab_slug = excluded.lab_slug, sample_id = excluded.sample_id, priority = excluded.priority,
+        billing_type = excluded.billing_type, interpretation = excluded.interpretation,
+        has_missing_results = excluded.has_missing_results,
+        expected_result_by_date = excluded.expected_result_by_date,
+        worst_case_result_by_date = excluded.worst_case_result_by_date,
+        patient_gender = excluded.patient_gender, patient_dob = excluded.patient_dob,
+        created_at = excluded.created_at, updated_at = excluded.updated_at,
+        critical = t.critical OR excluded.critical, data = excluded.data, received_seq = excluded.received_seq,
+        -- a newly completed order, or a newer completed version (a corrected result), is fetched again
+        result_fetch_status = CASE
+            WHEN excluded.status = 'completed'
+                 AND (t.status IS DISTINCT FROM 'completed' OR t.result_fetch_status IS NULL
+                      OR excluded.updated_at > t.updated_at) THEN 'pending'
+            ELSE t.result_fetch_status END,
+        result_attempts = CASE
+            WHEN excluded.status = 'completed'
+                 AND (t.status IS DISTINCT FROM 'completed' OR t.result_fetch_status IS NULL
+                      OR excluded.updated_at > t.updated_at) THEN 0
+            ELSE t.result_attempts END,
+        result_next_attempt_at = CASE
+            WHEN excluded.status = 'completed'
+                 AND (t.status IS DISTINCT FROM 'completed' OR t.result_fetch_status IS NULL
+                      OR excluded.updated_at > t.updated_at) THEN NULL
+            ELSE t.result_next_attempt_at END
+    WHERE (coalesce(excluded.updated_at, '-infinity'), excluded.received_seq)
+        > (coalesce(t.updated_at, '-infinity'), t.received_seq);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_lab_orders(junction.typing_item[]) IS
+  'upsert lab orders; the newest updated_at wins, then the latest received; a completed order queues its result fetch';
+
+CREATE FUNCTION junction._upsert_lab_appointments(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO junction.lab_appointments AS t
+        (user_id, id, order_id, type, provider, status, event_status, start_at, end_at, iana_timezone,
+         provider_id, external_id, can_reschedule, events, updated_at, data, received_seq)
+    SELECT w.user_id, w.id, (w.obj ->> 'order_id')::uuid, w.obj ->> 'type',
+           CASE jsonb_typeof(w.obj -> 'provider') WHEN 'string' THEN w.obj ->> 'provider' END,
+           w.obj ->> 'status', w.obj ->> 'event_status', (w.obj ->> 'start_at')::timestamptz,
+           (w.obj ->> 'end_at')::timestamptz, w.obj ->> 'iana_timezone', w.obj ->> 'provider_id',
+           w.obj ->> 'external_id', (w.obj ->> 'can_reschedule')::boolean, w.obj -> 'events',
+           w.updated_at, w.obj, w.received_seq
+    FROM (SELECT DISTINCT ON (v.user_id, v.id) v.*
+          FROM (SELECT i.received_seq, i.user_id, (i.obj ->> 'id')::uuid AS id, i.obj,
+                       coalesce((i.obj ->> 'updated_at')::timestamptz,
+                                (junction._lab_latest_event(i.obj -> 'events')).created_at) AS updated_at
+                FROM unnest(items) AS i) AS v
+          ORDER BY v.user_id, v.id, coalesce(v.updated_at, '-infinity') DESC, v.received_seq DESC) AS w
+    ORDER BY w.user_id, w.id
+    ON CONFLICT (user_id, id) DO UPDATE
+    SET order_id = excluded.order_id, type = excluded.type, provider = excluded.provider,
+        status = excluded.status, event_status = excluded.event_status, start_at = excluded.start_at,
+        end_at = excluded.end_at, iana_timezone = excluded.iana_timezone,
+        provider_id = excluded.provider_id, external_id = excluded.external_id,
+        can_reschedule = excluded.can_reschedule, events = excluded.events,
+        updated_at = excluded.updated_at, data = excluded.data, received_seq = excluded.received_seq
+    WHERE (coalesce(excluded.updated_at, '-infinity'), excluded.received_seq)
+        > (coalesce(t.updated_at, '-infinity'), t.received_seq);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_lab_appointments(junction.typing_item[]) IS
+  'upsert lab appointments; the newest updated_at (else newest event) wins, then the latest received';
+
+-- The order a labtest.result.critical object names: order_id, else order.id, else id.
+CREATE FUNCTION junction._lab_critical_order_id(obj jsonb)
+RETURNS uuid
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce(obj ->> 'order_id', obj #>> '{order,id}', obj ->> 'id')::uuid $$;
+COMMENT ON FUNCTION junction._lab_critical_order_id(jsonb) IS
+  'the order id of a labtest.result.critical object: data.order_id, else data.order.id, else data.id';
+
+-- Record critical results: one row per order (the latest received), the order flagged, its
+-- results (re)fetched.
+CREATE FUNCTION junction._upsert_lab_critical(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO junction.lab_critical_results AS t (user_id, order_id, received_at, data, received_seq)
+    SELECT DISTINCT ON (i.user_id, junction._lab_critical_order_id(i.obj))
+           i.user_id, junction._lab_critical_order_id(i.obj), i.received_at, i.obj, i.received_seq
+    FROM unnest(items) AS i
+    ORDER BY i.user_id, junction._lab_critical_order_id(i.obj), i.received_seq DESC
+    ON CONFLICT (user_id, order_id) DO UPDATE
+    SET received_at = excluded.received_at, data = excluded.data, received_seq = excluded.received_seq
+    WHERE excluded.received_seq > t.received_seq;
+    GET DIAGNOSTICS n = ROW_COUNT;
+
+    UPDATE junction.lab_orders AS o
+    SET critical = true,
+        result_fetch_status = CASE WHEN o.result_fetch_status = 'running' THEN o.result_fetch_status
+                                   ELSE 'pending' END,
+        result_attempts = CASE WHEN o.result_fetch_status = 'running' THEN o.result_attempts ELSE 0 END,
+        result_next_attempt_at = NULL
+    FROM (SELECT DISTINCT i.user_id, junction._lab_critical_order_id(i.obj) AS order_id
+          FROM unnest(items) AS i) AS c
+    WHERE o.user_id = c.user_id AND o.id = c.order_id;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_lab_critical(junction.typing_item[]) IS
+  'record labtest.result.critical events (junction.lab_critical_results), flag the order critical and queue its result fetch';
+
+-- Replace an order's biomarker results with those of one LabResultsRaw answer; returns rows loaded.
+CREATE FUNCTION junction._load_lab_results(user_id uuid, order_id uuid, answer jsonb)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    IF jsonb_typeof(answer) IS DISTINCT FROM 'object'
+       OR jsonb_typeof(answer -> 'results') NOT IN ('array', 'object') THEN
+        RAISE EXCEPTION 'lab result of order %: expected an object with results (array or object), got %',
+            order_id, left(coalesce(answer::text, 'null'), 200) USING ERRCODE = '22023';
+    END IF;
+    -- one statement: the answer's rows, the order's other rows deleted, these upserted
+    WITH x AS (
+        SELECT DISTINCT ON (k.slug)
+               _load_lab_results.user_id AS user_id, _load_lab_results.order_id AS order_id, k.slug,
+               r.value ->> 'name' AS name,
+               CASE jsonb_typeof(r.value -> 'value') WHEN 'number'
+                    THEN (r.value ->> 'value')::double precision END AS value,
+               r.value ->> 'result' AS result, r.value ->> 'type' AS type, r.value ->> 'unit' AS unit,
+               (r.value ->> 'timestamp')::timestamptz AS "timestamp", r.value ->> 'notes' AS notes,
+               r.value ->> 'reference_range' AS reference_range,
+               (r.value ->> 'min_range_value')::double precision AS min_range_value,
+               (r.value ->> 'max_range_value')::double precision AS max_range_value,
+               (r.value ->> 'is_above_max_range')::boolean AS is_above_max_range,
+               (r.value ->> 'is_below_min_range')::boolean AS is_below_min_range,
+               r.value ->> 'interpretation' AS interpretation, r.value ->> 'loinc' AS loinc,
+               r.value ->> 'loinc_slug' AS loinc_slug, r.value ->> 'provider_id' AS provider_id,
+               r.value ->> 'performing_laboratory' AS performing_laboratory,
+               r.value ->> 'source_sample_id' AS source_sample_id, r.value AS data
+        FROM (SELECT e.value, e.ordinality, NULL::text AS key
+              FROM jsonb_array_elements(CASE jsonb_typeof(answer -> 'results')
+                                          WHEN 'array' THEN answer -> 'results' END) WITH ORDINALITY AS e
+              UNION ALL
+              SELECT e.value, 0, e.key
+              FROM jsonb_each(CASE jsonb_typeof(answer -> 'results')
+                                WHEN 'object' THEN answer -> 'results' END) AS e) AS r
+        CROSS JOIN LATERAL (
+            SELECT coalesce(nullif(r.value ->> 'slug', ''), r.value ->> 'name', r.key) AS slug
+        ) AS k
+        WHERE jsonb_typeof(r.value) = 'object' AND k.slug IS NOT NULL
+        ORDER BY k.slug, r.ordinality DESC
+    ), gone AS (
+        DELETE FROM junction.lab_results AS l
+        WHERE l.user_id = _load_lab_results.user_id AND l.order_id = _load_lab_results.order_id
+          AND NOT EXISTS (SELECT FROM x WHERE x.slug = l.slug)
+    )
+    INSERT INTO junction.lab_results AS t
+        (user_id, order_id, slug, name, value, result, type, unit, "timestamp", notes, reference_range,
+         min_range_value, max_range_value, is_above_max_range, is_below_min_range, interpretation,
+         loinc, loinc_slug, provider_id, performing_laboratory, source_sample_id, fetched_at, data)
+    SELECT x.user_id, x.order_id, x.slug, x.name, x.value, x.result, x.type, x.unit, x."timestamp",
+           x.notes, x.reference_range, x.min_range_value, x.max_range_value, x.is_above_max_range,
+           x.is_below_min_range, x.interpretation, x.loinc, x.loinc_slug, x.provider_id,
+           x.performing_laboratory, x.source_sample_id, now(), x.data
+    FROM x
+    ORDER BY x.slug
+    ON CONFLICT ON CONSTRAINT lab_results_pkey DO UPDATE
+    SET name = excluded.name, value = excluded.value, result = excluded.result, type = excluded.type,
+        unit = excluded.unit, "timestamp" = excluded."timestamp", notes = excluded.notes,
+        reference_range = excluded.reference_range, min_range_value = excluded.min_range_value,
+        max_range_value = excluded.max_range_value, is_above_max_range = excluded.is_above_max_range,
+        is_below_min_range = excluded.is_below_min_range, interpretation = excluded.interpretation,
+        loinc = excluded.loinc, loinc_slug = excluded.loinc_slug, provider_id = excluded.provider_id,
+        performing_laboratory = excluded.performing_laboratory,
+        source_sample_id = excluded.source_sample_id, fetched_at = excluded.fetched_at, data = excluded.data;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE junction.lab_orders AS o
+    SET result_metadata = answer -> 'metadata', results_fetched_at = now()
+    WHERE o.user_id = _load_lab_results.user_id AND o.id = _load_lab_results.order_id;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._load_lab_results(uuid, uuid, jsonb) IS
+  'replace an order''s rows of junction.lab_results with the biomarkers of one GET /v3/order/{id}/result answer; returns rows loaded';
+
+-- ---------------------------------------------------------------------------------------------
+-- The live API (superuser-only, like every junction_ function).
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION junction_lab_orders(user_id uuid DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    page     integer := 1;
+    size     constant integer := 100;
+    answer   jsonb;
+    orders   jsonb := '[]'::jsonb;
+    got      integer;
+BEGIN
+    LOOP
+        answer := @extschema@.junction_api('GET', '/v3/orders',
+            jsonb_strip_nulls(jsonb_build_object('user_id', junction_lab_orders.user_id,
+                                                 'page', page, 'size', size)));
+        IF jsonb_typeof(answer -> 'orders') IS DISTINCT FROM 'array' THEN
+            RAISE EXCEPTION 'GET /v3/orders: expected {orders: [...]}, got %', left(answer::text, 200)
+                USING ERRCODE = '22023';
+        END IF;
+        got := jsonb_array_length(answer -> 'orders');
+        orders := orders || (answer -> 'orders');
+        EXIT WHEN got < size OR (jsonb_typeof(answer -> 'total') = 'number'
+                                 AND jsonb_array_length(orders) >= (answer ->> 'total')::integer);
+        page := page + 1;
+        IF page > 10000 THEN
+            RAISE EXCEPTION 'GET /v3/orders: more than 10000 pages' USING ERRCODE = '54000';
+        END IF;
+    END LOOP;
+    RETURN orders;
+END
+$fn$;
+COMMENT ON FUNCTION junction_lab_orders(uuid) IS
+  'every lab order (GET /v3/orders, all pages), of one user or of the team: a jsonb array of ClientFacingOrder';
+
+CREATE FUNCTION junction_lab_order(order_id uuid)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.junction_api('GET', format('/v3/order/%s', junction._require(order_id, 'order_id'))) $$;
+COMMENT ON FUNCTION junction_lab_order(uuid) IS 'one lab order (GET /v3/order/{order_id}): a ClientFacingOrder';
+
+CREATE FUNCTION junction_lab_results(order_id uuid)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.junction_api('GET', format('/v3/order/%s/result', junction._require(order_id, 'order_id'))) $$;
+COMMENT ON FUNCTION junction_lab_results(uuid) IS
+  'an order''s results (GET /v3/order/{order_id}/result): {metadata, results: [BiomarkerResult], missing_results, sample_information}';
+
+-- Load orders (and the results of completed ones) through the upserts the events use.
+CREATE FUNCTION junction_sync_lab(user_id uuid DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    items junction.typing_item[];
+    o     record;
+    n     bigint := 0;
+BEGIN
+    SELECT array_agg(ROW(junction._next_received_seq(), (e.value ->> 'user_id')::uuid, 'order', NULL,
+                         now(), e.value)::junction.typing_item ORDER BY e.ordinality)
+      INTO items
+    FROM jsonb_array_elements(@extschema@.junction_lab_orders(junction_sync_lab.user_id)) WITH ORDINALITY AS e
+    WHERE jsonb_typeof(e.value) = 'object';
+    IF items IS NULL THEN
+        RETURN 0;
+    END IF;
+    n := junction._upsert_lab_orders(items);
+    -- the results of completed orders, now, as the queue would
+    FOR o IN SELECT l.user_id, l.id FROM junction.lab_orders AS l
+             WHERE l.result_fetch_status = 'pending'
+               AND (l.user_id, l.id) IN (SELECT i.user_id, (i.obj ->> 'id')::uuid FROM unnest(items) AS i)
+             ORDER BY 1, 2
+    LOOP
+        n := n + junction._load_lab_results(o.user_id, o.id, @extschema@.junction_lab_results(o.id));
+        UPDATE junction.lab_orders AS l
+        SET result_fetch_status = 'done', result_fetch_error = NULL, result_sqlstate = NULL,
+            result_next_attempt_at = NULL
+        WHERE l.user_id = o.user_id AND l.id = o.id;
+    END LOOP;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction_sync_lab(uuid) IS
+  'load lab orders (of one user, or all) and the results of completed ones through the webhook upserts; returns rows changed';
+
+-- Acknowledge a critical result: it leaves junction.lab_critical_alerts.
+CREATE FUNCTION junction_lab_acknowledge_critical(order_id uuid, acknowledged_by text DEFAULT current_user)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    UPDATE junction.lab_critical_results AS c
+    SET acknowledged_at = now(), acknowledged_by = junction_lab_acknowledge_critical.acknowledged_by
+    WHERE c.order_id = junction_lab_acknowledge_critical.order_id AND c.acknowledged_at IS NULL;
+    RETURN FOUND;
+END
+$fn$;
+COMMENT ON FUNCTION junction_lab_acknowledge_critical(uuid, text) IS
+  'mark an order''s critical result acknowledged (it leaves junction.lab_critical_alerts); false if there was none open';
+
+-- The backfill worker's lab job: fetch one order's results into junction.lab_results.
+CREATE FUNCTION junction._lab_result_run(user_id uuid, order_id uuid)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    n := junction._load_lab_results(user_id, order_id, @extschema@.junction_lab_results(order_id));
+    UPDATE junction.lab_orders AS o
+    SET result_fetch_status = 'done', result_fetch_error = NULL, result_sqlstate = NULL,
+        result_next_attempt_at = NULL
+    WHERE o.user_id = _lab_result_run.user_id AND o.id = _lab_result_run.order_id
+      AND o.result_fetch_status = 'running';
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._lab_result_run(uuid, uuid) IS
+  'run a claimed lab result job: fetch and load the order''s results, mark it done (unless re-queued meanwhile)';
+
+-- A failed lab result fetch: the same policy as any backfill (30 s, 2 min, then failed).
+CREATE FUNCTION junction._lab_result_failed(user_id uuid, order_id uuid, error text, sqlstate text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    max_attempts constant integer := 3;
+    status       text;
+BEGIN
+    UPDATE junction.lab_orders AS o
+    SET result_fetch_status = CASE WHEN o.result_attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+        result_next_attempt_at = CASE WHEN o.result_attempts < max_attempts
+                                      THEN clock_timestamp() + interval '30 seconds' * power(4, o.result_attempts - 1) END,
+        result_fetch_error = left(coalesce(error, 'unknown error'), 2000),
+        result_sqlstate = _lab_result_failed.sqlstate
+    WHERE o.user_id = _lab_result_failed.user_id AND o.id = _lab_result_failed.order_id
+      AND o.result_fetch_status = 'running'
+    RETURNING o.result_fetch_status INTO status;
+    RETURN status;
+END
+$$;
+COMMENT ON FUNCTION junction._lab_result_failed(uuid, uuid, text, text) IS
+  'record a failed lab result fetch: pending again after a backoff while attempts < 3, else failed with the error and SQLSTATE';
+
+CREATE OR REPLACE FUNCTION junction._apply_deliveries(ids bigint[], svix_ids text[])
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    accepted   integer;
+    summaries  junction.typing_item[];
+    timeseries junction.typing_item[];
+    streams    junction.typing_item[];
+    conns      junction.typing_item[];
+    backfills  junction.typing_item[];
+    lab_orders junction.typing_item[];
+    lab_appts  junction.typing_item[];
+    lab_crit   junction.typing_item[];
+BEGIN
+    IF cardinality(ids) IS DISTINCT FROM cardinality(svix_ids) THEN
+        RAISE EXCEPTION '_apply_deliveries: % inbox ids but % svix ids',
+            coalesce(cardinality(ids), 0), coalesce(cardinality(svix_ids), 0)
+            USING ERRCODE = '22023';
+    END IF;
+    IF array_position(ids, NULL) IS NOT NULL OR array_position(svix_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION '_apply_deliveries: null inbox id or svix id' USING ERRCODE = '22004';
+    END IF;
+
+    -- Parse, validate and classify each delivery once, insert the events, collect the new ones.
+    WITH classified AS MATERIALIZED (
+        SELECT * FROM junction._classify_deliveries(ids, svix_ids)
+    ), inserted AS (
+        INSERT INTO junction.events AS ev
+            (svix_id, inbox_id, event_type, user_id, client_user_id, team_id, provider, resource,
+             received_at, payload)
+        SELECT c.svix_id, c.inbox_id, c.event_type, c.user_id, c.client_user_id, c.team_id,
+               c.provider, c.resource, c.received_at, c.payload
+        FROM classified AS c
+        ON CONFLICT (svix_id) DO NOTHING
+        RETURNING ev.svix_id
+    )
+    SELECT count(*),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'summary'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'timeseries'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'stream'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'connection'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'historical'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_order'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_appointment'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_critical')
+      INTO accepted, summaries, timeseries, streams, conns, backfills, lab_orders, lab_appts, lab_crit
+    FROM (SELECT cl.inbox_id, cl.family,
+                 ROW(cl.inbox_id, cl.user_id, cl.resource, cl.event_type, cl.received_at, cl.obj)::junction.typing_item AS item
+          FROM classified AS cl
+          JOIN inserted AS ins ON ins.svix_id = cl.svix_id) AS c;
+
+    -- Type the new events: one statement per target table.
+    IF summaries IS NOT NULL THEN PERFORM junction._upsert_summaries(summaries); END IF;
+    IF timeseries IS NOT NULL THEN PERFORM junction._upsert_samples(timeseries); END IF;
+    IF streams IS NOT NULL THEN PERFORM junction._upsert_workout_streams(streams); END IF;
+    IF conns IS NOT NULL THEN PERFORM junction._upsert_connections(conns); END IF;
+    IF backfills IS NOT NULL THEN PERFORM junction._upsert_backfills(backfills); END IF;
+    -- critical results before orders: an order typed in this batch then sees its critical flag
+    IF lab_crit IS NOT NULL THEN PERFORM junction._upsert_lab_critical(lab_crit); END IF;
+    IF lab_orders IS NOT NULL THEN PERFORM junction._upsert_lab_orders(lab_orders); END IF;
+    IF lab_appts IS NOT NULL THEN PERFORM junction._upsert_lab_appointments(lab_appts); END IF;
+
+    UPDATE junction.inbox
+    SET status = 'processed', processed_at = clock_timestamp(), attempts = attempts + 1,
+        error = NULL, sqlstate = NULL
+    WHERE id = ANY (ids);
+
+    RETURN accepted;
+END
+$fn$;
+COMMENT ON FUNCTION junction._apply_deliveries(bigint[], text[]) IS
+  'accept verified inbox rows (ids with their svix ids): parse, record events, type new ones, mark processed; raises on bad input';
+
+CREATE OR REPLACE FUNCTION junction._backfill_claim()
+RETURNS SETOF junction.backfill_job
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT junction._api_key_configured(false) THEN
+        RETURN;
+    END IF;
+    -- lab results first: a completed (or critical) order is waited for by a clinician
+    RETURN QUERY
+    UPDATE junction.lab_orders AS t
+    SET result_fetch_status = 'running', result_attempts = t.result_attempts + 1
+    FROM (SELECT o.user_id, o.id
+          FROM junction.lab_orders AS o
+          WHERE o.result_fetch_status = 'pending'
+            AND (o.result_next_attempt_at IS NULL OR o.result_next_attempt_at <= clock_timestamp()
+                 OR o.result_attempts = 0)
+          ORDER BY coalesce(o.result_next_attempt_at, o.updated_at), o.user_id, o.id
+          LIMIT 1
+          FOR UPDATE SKIP LOCKED) AS c
+    WHERE t.user_id = c.user_id AND t.id = c.id
+    RETURNING 'lab_result'::text, t.user_id, NULL::text, 'lab_result'::text,
+              NULL::timestamptz, NULL::timestamptz, NULL::uuid, t.id;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    UPDATE junction.backfills AS t
+    SET fetch_status = 'running', attempts = t.attempts + 1, updated_at = now()
+    FROM (SELECT b.user_id, b.provider, b.resource
+          FROM junction.backfills AS b
+          WHERE b.fetch_status = 'pending'
+            AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= clock_timestamp() OR b.attempts = 0)
+          ORDER BY coalesce(b.next_attempt_at, b.completed_at), b.user_id, b.provider, b.resource
+          LIMIT 1
+          FOR UPDATE SKIP LOCKED) AS c
+    WHERE t.user_id = c.user_id AND t.provider = c.provider AND t.resource = c.resource
+    RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid, NULL::uuid;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    UPDATE junction.workout_streams AS t
+    SET fetch_status = 'running', attempts = t.attempts + 1, updated_at = now()
+    FROM (SELECT w.user_id, w.workout_id
+          FROM junction.workout_streams AS w
+          WHERE w.fetch_status = 'pending'
+            AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= clock_timestamp() OR w.attempts = 0)
+          ORDER BY coalesce(w.next_attempt_at, w.updated_at), w.user_id, w.workout_id
+          LIMIT 1
+          FOR UPDATE SKIP LOCKED) AS c
+    WHERE t.user_id = c.user_id AND t.workout_id = c.workout_id
+    RETURNING 'workout_stream'::text, t.user_id, t.provider, 'workout_stream'::text,
+              NULL::timestamptz, NULL::timestamptz, t.workout_id, NULL::uuid;
+END
+$$;
+COMMENT ON FUNCTION junction._backfill_claim() IS
+  'claim one due backfill job (FOR UPDATE SKIP LOCKED), mark it running, count the attempt; none while no API key is configured';
+
+CREATE OR REPLACE FUNCTION junction._backfill_reset_running()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a integer;
+    b integer;
+BEGIN
+    UPDATE junction.backfills SET fetch_status = 'pending', updated_at = now() WHERE fetch_status = 'running';
+    GET DIAGNOSTICS a = ROW_COUNT;
+    UPDATE junction.workout_streams SET fetch_status = 'pending', updated_at = now() WHERE fetch_status = 'running';
+    GET DIAGNOSTICS b = ROW_COUNT;
+    a := a + b;
+    UPDATE junction.lab_orders SET result_fetch_status = 'pending' WHERE result_fetch_status = 'running';
+    GET DIAGNOSTICS b = ROW_COUNT;
+    RETURN a + b;
+END
+$$;
+COMMENT ON FUNCTION junction._backfill_reset_running() IS
+  'put running backfill jobs back to pending (the worker calls it at start); returns how many';
+
+CREATE OR REPLACE FUNCTION junction._backfill_run(job junction.backfill_job)
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE WHEN job.kind = 'lab_result'
+                   THEN junction._lab_result_run(job.user_id, junction._require(job.order_id, 'order_id'))
+                   ELSE junction._backfill_run(job.kind, job.user_id, job.provider, job.resource,
+                                               job.start_date, job.end_date, job.workout_id) END $$;
+COMMENT ON FUNCTION junction._backfill_run(junction.backfill_job) IS
+  'junction._backfill_run for a claimed job row (a lab_result job: junction._lab_result_run)';
+
+CREATE OR REPLACE FUNCTION junction._backfill_failed(job junction.backfill_job, error text, sqlstate text)
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE WHEN job.kind = 'lab_result'
+                   THEN junction._lab_result_failed(job.user_id, job.order_id, error, sqlstate)
+                   ELSE junction._backfill_failed(job.kind, job.user_id, job.provider, job.resource,
+                                                  job.start_date, job.end_date, job.workout_id, error,
+                                                  sqlstate) END $$;
+COMMENT ON FUNCTION junction._backfill_failed(junction.backfill_job, text, text) IS
+  'junction._backfill_failed for a claimed job row (a lab_result job: junction._lab_result_failed)';
+
+REVOKE ALL ON junction.lab_orders, junction.lab_appointments, junction.lab_results,
+               junction.lab_critical_results, junction.lab_critical_alerts FROM PUBLIC;
+DO $revoke$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure
+        FROM pg_catalog.pg_proc AS p
+        JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+        WHERE p.proname OPERATOR(pg_catalog.=) ANY (ARRAY['_lab_latest_event', '_upsert_lab_orders', '_upsert_lab_appointments', '_lab_critical_order_id', '_upsert_lab_critical', '_load_lab_results', 'junction_lab_orders', 'junction_lab_order', 'junction_lab_results', 'junction_sync_lab', 'junction_lab_acknowledge_critical', '_lab_result_run', '_lab_result_failed']::pg_catalog.name[])
+          AND (n.nspname OPERATOR(pg_catalog.=) 'junction' OR p.proname OPERATOR(pg_catalog.~~) 'junction\_%')
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END
+$revoke$;
+-- the lab events stored before the upgrade, typed as they would be now (oldest first)
+DO $lab$
+DECLARE
+    e record;
+BEGIN
+    FOR e IN
+        SELECT ev.svix_id, ev.event_type, ev.user_id, ev.received_at, ev.payload -> 'data' AS obj,
+               coalesce(ev.inbox_id, 0) AS seq
+        FROM junction.events AS ev
+        WHERE ev.event_type OPERATOR(pg_catalog.=) ANY (ARRAY['labtest.order.created', 'labtest.order.updated',
+                                 'labtest.appointment.created', 'labtest.appointment.updated',
+                                 'labtest.result.critical']::pg_catalog.text[])
+          AND ev.user_id IS NOT NULL
+          AND pg_catalog.jsonb_typeof(ev.payload -> 'data') OPERATOR(pg_catalog.=) 'object'
+        ORDER BY ev.inbox_id, ev.svix_id
+    LOOP
+        BEGIN
+            IF e.event_type OPERATOR(pg_catalog.=) 'labtest.result.critical' THEN
+                PERFORM junction._upsert_lab_critical(ARRAY[ROW(e.seq, e.user_id, 'result', e.event_type,
+                                                                e.received_at, e.obj)::junction.typing_item]);
+            ELSIF e.event_type OPERATOR(pg_catalog.~~) 'labtest.order.%' THEN
+                PERFORM junction._upsert_lab_orders(ARRAY[ROW(e.seq, e.user_id, 'order', e.event_type,
+                                                              e.received_at, e.obj)::junction.typing_item]);
+            ELSE
+                PERFORM junction._upsert_lab_appointments(ARRAY[ROW(e.seq, e.user_id, 'appointment', e.event_type,
+                                                                    e.received_at, e.obj)::junction.typing_item]);
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'junction 0.3.0: stored event % (%) not typed: %', e.svix_id, e.event_type, SQLERRM;
+        END;
+    END LOOP;
+END
+$lab$;
