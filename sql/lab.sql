@@ -56,6 +56,37 @@ $$;
 \set alice '0190b2a0-0000-7000-8000-00000000c0a1'
 \set o1 '8679b529-94d0-4b08-9bb6-75245e29b6fe'
 
+-- 0. The fixtures (test/fixtures/lab: the documented examples), delivered as they are, in any order
+\set f_order `cat test/fixtures/lab/labtest_order_updated.json`
+\set f_appt1 `cat test/fixtures/lab/labtest_appointment_created.json`
+\set f_appt2 `cat test/fixtures/lab/labtest_appointment_updated.json`
+\set f_crit `cat test/fixtures/lab/labtest_result_critical.json`
+\set f_result `cat test/fixtures/lab/lab_order_result.json`
+BEGIN;
+SELECT pg_temp.deliver('msg_labfx_appt2', :'f_appt2') > 0 AS delivered;
+SELECT pg_temp.deliver('msg_labfx_crit', :'f_crit') > 0 AS delivered;
+SELECT pg_temp.deliver('msg_labfx_order', :'f_order') > 0 AS delivered;
+SELECT pg_temp.deliver('msg_labfx_appt1', :'f_appt1') > 0 AS delivered;
+SELECT junction_process_inbox() AS handled;
+COMMIT;
+SELECT substr(headers ->> 'svix-id', 10) AS fixture, status, error FROM junction.inbox
+WHERE headers ->> 'svix-id' LIKE 'msg_labfx_%' ORDER BY 1;
+SELECT id, status, low_level_status, jsonb_array_length(events) AS events, lab_test_name, lab_test_method,
+       sample_id, interpretation, patient_gender, critical, result_fetch_status
+FROM junction.lab_orders WHERE user_id = '0190b2a0-0000-7000-8000-000000000001';
+SELECT id, status, event_status, provider, updated_at AT TIME ZONE 'UTC' AS updated_utc
+FROM junction.lab_appointments WHERE user_id = '0190b2a0-0000-7000-8000-000000000001';
+SELECT order_id, sample_id, status, interpretation FROM junction.lab_critical_results
+WHERE user_id = '0190b2a0-0000-7000-8000-000000000001';
+SELECT pg_temp.mock('POST', 'lab', jsonb_build_object('results',
+         jsonb_build_object('8679b529-94d0-4b08-9bb6-75245e29b6fe', :'f_result'::jsonb))) ->> 'results' AS mock_results;
+SELECT junction_backfill_now() AS ran;
+SELECT order_id, slug, value, unit, interpretation FROM junction.lab_results
+WHERE user_id = '0190b2a0-0000-7000-8000-000000000001';
+DELETE FROM junction.lab_results WHERE user_id = '0190b2a0-0000-7000-8000-000000000001';
+DELETE FROM junction.lab_orders WHERE user_id = '0190b2a0-0000-7000-8000-000000000001';
+DELETE FROM junction.lab_critical_results WHERE user_id = '0190b2a0-0000-7000-8000-000000000001';
+
 -- 1. Typing: an order, from the documented example
 BEGIN;
 SELECT pg_temp.deliver('msg_lab_1', pg_temp.order_event('labtest.order.created',
@@ -255,10 +286,13 @@ SELECT pg_temp.mock('POST', 'lab', jsonb_build_object('results', jsonb_build_obj
 BEGIN;
 SELECT pg_temp.deliver('msg_lab_crit', jsonb_build_object('event_type', 'labtest.result.critical',
   'user_id', :'alice', 'client_user_id', 'lab-client', 'team_id', 'abda283f-13ca-49dc-93fc-0a66af8a590e',
-  'data', jsonb_build_object('order_id', :'o3', 'user_id', :'alice', 'sample_id', '777'))) > 0 AS delivered;
+  'data', jsonb_build_object('order_id', :'o3', 'user_id', :'alice', 'sample_id', '777', 'status', 'final',
+                             'interpretation', 'critical', 'team_id', 'abda283f-13ca-49dc-93fc-0a66af8a590e',
+                             'created_at', '2020-03-01T12:00:00Z', 'updated_at', '2020-03-01T12:00:00Z'))) > 0 AS delivered;
 SELECT junction_process_inbox() AS handled;
 COMMIT;
-SELECT order_id = :'o3' AS o3, acknowledged_at FROM junction.lab_critical_results;
+SELECT order_id = :'o3' AS o3, sample_id, status, interpretation, updated_at AT TIME ZONE 'UTC' AS updated_utc,
+       acknowledged_at FROM junction.lab_critical_results;
 SELECT user_id = :'alice' AS alice, order_id = :'o3' AS o3, order_status, biomarker_slug FROM junction.lab_critical_alerts;
 BEGIN;
 SELECT pg_temp.deliver('msg_lab_5', pg_temp.order_event('labtest.order.updated',
@@ -275,10 +309,28 @@ SELECT count(*) AS critical_last_day FROM junction.lab_critical_alerts WHERE rec
 SELECT junction_lab_acknowledge_critical(:'o3') AS acknowledged;
 SELECT junction_lab_acknowledge_critical(:'o3') AS acknowledged_again;
 SELECT count(*) AS open_alerts FROM junction.lab_critical_alerts;
+-- a stale copy of the critical result changes nothing; a newer version re-opens the alert
+BEGIN;
+SELECT pg_temp.deliver('msg_lab_crit_stale', jsonb_set(i.body::jsonb, '{data,updated_at}', '"2020-02-01T00:00:00Z"')) > 0 AS delivered
+FROM junction.inbox AS i WHERE i.headers ->> 'svix-id' = 'msg_lab_crit';
+SELECT junction_process_inbox() AS handled;
+COMMIT;
+SELECT acknowledged_at IS NOT NULL AS still_acknowledged FROM junction.lab_critical_results WHERE order_id = :'o3';
+BEGIN;
+SELECT pg_temp.deliver('msg_lab_crit_newer', jsonb_set(jsonb_set(i.body::jsonb, '{data,updated_at}', '"2020-03-03T00:00:00Z"'),
+                                                      '{data,status}', '"partial"')) > 0 AS delivered
+FROM junction.inbox AS i WHERE i.headers ->> 'svix-id' = 'msg_lab_crit';
+SELECT junction_process_inbox() AS handled;
+COMMIT;
+SELECT status, acknowledged_at FROM junction.lab_critical_results WHERE order_id = :'o3';
+SELECT count(*) AS open_alerts FROM junction.lab_critical_alerts;
+SELECT junction_backfill_now() AS ran;
+SELECT junction_lab_acknowledge_critical(:'o3') AS acknowledged;
 -- a critical result for an order already typed flags it and re-fetches its results
 BEGIN;
 SELECT pg_temp.deliver('msg_lab_crit2', jsonb_build_object('event_type', 'labtest.result.critical',
-  'user_id', :'alice', 'data', jsonb_build_object('order_id', :'o1'))) > 0 AS delivered;
+  'user_id', :'alice', 'data', jsonb_build_object('order_id', :'o1', 'status', 'final', 'interpretation', 'critical',
+                                                  'updated_at', '2020-01-08T00:00:00Z'))) > 0 AS delivered;
 SELECT junction_process_inbox() AS handled;
 COMMIT;
 SELECT critical, result_fetch_status, result_attempts FROM junction.lab_orders WHERE id = :'o1';

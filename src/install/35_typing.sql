@@ -507,13 +507,8 @@ BEGIN
                       AND coalesce(jsonb_typeof(x.data -> 'id'), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.id', e.event_type))::jsonb
                  WHEN k.family = 'lab_critical'
-                      AND coalesce(x.data ->> 'order_id', x.data #>> '{order,id}', x.data ->> 'id') IS NULL THEN
+                      AND coalesce(jsonb_typeof(x.data -> 'order_id'), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.order_id', e.event_type))::jsonb
-                 WHEN k.family = 'lab_critical'
-                      AND coalesce(x.data ->> 'order_id', x.data #>> '{order,id}', x.data ->> 'id')
-                          !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
-                   junction._fail('22P02', format('%s: data.order_id %s is not a uuid', e.event_type,
-                       left(coalesce(x.data -> 'order_id', x.data #> '{order,id}', x.data -> 'id')::text, 100)))::jsonb
                  WHEN k.family = 'timeseries'
                       AND coalesce(jsonb_typeof(x.data -> 'data'), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.data (the samples)', e.event_type))::jsonb
@@ -866,8 +861,8 @@ BEGIN
                      ('lab_appointment', '{end_at}', 'timestamptz', 5),
                      ('lab_appointment', '{can_reschedule}', 'boolean', 6),
                      ('lab_critical', '{order_id}', 'uuid', 1),
-                     ('lab_critical', '{order,id}', 'uuid', 2),
-                     ('lab_critical', '{id}', 'uuid', 3)) AS x(family, p, t, n)
+                     ('lab_critical', '{updated_at}', 'timestamptz', 2),
+                     ('lab_critical', '{created_at}', 'timestamptz', 3)) AS x(family, p, t, n)
         WHERE x.family = c.family AND junction._cast_error(c.obj, x.p, x.t) IS NOT NULL
         ORDER BY x.n LIMIT 1;
         IF FOUND THEN

@@ -145,13 +145,8 @@ BEGIN
                       AND coalesce(jsonb_typeof(x.data -> 'id'), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.id', e.event_type))::jsonb
                  WHEN k.family = 'lab_critical'
-                      AND coalesce(x.data ->> 'order_id', x.data #>> '{order,id}', x.data ->> 'id') IS NULL THEN
+                      AND coalesce(jsonb_typeof(x.data -> 'order_id'), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.order_id', e.event_type))::jsonb
-                 WHEN k.family = 'lab_critical'
-                      AND coalesce(x.data ->> 'order_id', x.data #>> '{order,id}', x.data ->> 'id')
-                          !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
-                   junction._fail('22P02', format('%s: data.order_id %s is not a uuid', e.event_type,
-                       left(coalesce(x.data -> 'order_id', x.data #> '{order,id}', x.data -> 'id')::text, 100)))::jsonb
                  WHEN k.family = 'timeseries'
                       AND coalesce(jsonb_typeof(x.data -> 'data'), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.data (the samples)', e.event_type))::jsonb
@@ -604,8 +599,8 @@ BEGIN
                      ('lab_appointment', '{end_at}', 'timestamptz', 5),
                      ('lab_appointment', '{can_reschedule}', 'boolean', 6),
                      ('lab_critical', '{order_id}', 'uuid', 1),
-                     ('lab_critical', '{order,id}', 'uuid', 2),
-                     ('lab_critical', '{id}', 'uuid', 3)) AS x(family, p, t, n)
+                     ('lab_critical', '{updated_at}', 'timestamptz', 2),
+                     ('lab_critical', '{created_at}', 'timestamptz', 3)) AS x(family, p, t, n)
         WHERE x.family = c.family AND junction._cast_error(c.obj, x.p, x.t) IS NOT NULL
         ORDER BY x.n LIMIT 1;
         IF FOUND THEN
@@ -654,6 +649,9 @@ COMMENT ON TYPE junction.backfill_job IS 'one claimed backfill: a range of one r
 --     timestamp, notes, reference_range, min_range_value, max_range_value, is_above_max_range,
 --     is_below_min_range, interpretation, loinc, loinc_slug, provider_id, source_markers,
 --     performing_laboratory, source_sample_id.
+--   labtest.result.critical (ClientFacingCriticalResultIdentified, tryVital/docs docs/swagger.json):
+--     data = ClientFacingCriticalResult {order_id, sample_id, status (final, partial),
+--     interpretation, team_id, user_id, created_at, updated_at}.
 --   GET /v3/orders?user_id=&page=&size= -> GetOrdersResponse {orders, total, page, size}
 --     (page >= 1, default 1; size 1..100, default 50).
 -- ---------------------------------------------------------------------------------------------
@@ -768,6 +766,11 @@ COMMENT ON COLUMN junction.lab_results.critical IS 'interpretation = critical';
 CREATE TABLE junction.lab_critical_results (
     user_id         uuid NOT NULL,
     order_id        uuid NOT NULL,
+    sample_id       text,
+    status          text,
+    interpretation  text,
+    created_at      timestamptz,
+    updated_at      timestamptz,
     received_at     timestamptz NOT NULL,
     acknowledged_at timestamptz,
     acknowledged_by text,
@@ -776,7 +779,9 @@ CREATE TABLE junction.lab_critical_results (
     CONSTRAINT lab_critical_results_pkey PRIMARY KEY (user_id, order_id)
 );
 COMMENT ON TABLE junction.lab_critical_results IS
-  'labtest.result.critical events, one row per order (the latest received); acknowledged_at is set by junction_lab_acknowledge_critical';
+  'labtest.result.critical events (ClientFacingCriticalResult), one row per order: the newest updated_at wins, ties to the later received; a newer version re-opens an acknowledged alert';
+COMMENT ON COLUMN junction.lab_critical_results.status IS 'the results status: final or partial';
+COMMENT ON COLUMN junction.lab_critical_results.acknowledged_at IS 'set by junction_lab_acknowledge_critical; null again when a newer version of the critical result arrives';
 CREATE INDEX lab_critical_results_open ON junction.lab_critical_results (received_at) WHERE acknowledged_at IS NULL;
 
 -- What a clinician's alerting job selects: critical results not yet acknowledged, one row per
@@ -922,15 +927,6 @@ $fn$;
 COMMENT ON FUNCTION junction._upsert_lab_appointments(junction.typing_item[]) IS
   'upsert lab appointments; the newest updated_at (else newest event) wins, then the latest received';
 
--- The order a labtest.result.critical object names: order_id, else order.id, else id.
-CREATE FUNCTION junction._lab_critical_order_id(obj jsonb)
-RETURNS uuid
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT coalesce(obj ->> 'order_id', obj #>> '{order,id}', obj ->> 'id')::uuid $$;
-COMMENT ON FUNCTION junction._lab_critical_order_id(jsonb) IS
-  'the order id of a labtest.result.critical object: data.order_id, else data.order.id, else data.id';
-
 -- Record critical results: one row per order (the latest received), the order flagged, its
 -- results (re)fetched.
 CREATE FUNCTION junction._upsert_lab_critical(items junction.typing_item[])
@@ -942,14 +938,26 @@ AS $fn$
 DECLARE
     n bigint;
 BEGIN
-    INSERT INTO junction.lab_critical_results AS t (user_id, order_id, received_at, data, received_seq)
-    SELECT DISTINCT ON (i.user_id, junction._lab_critical_order_id(i.obj))
-           i.user_id, junction._lab_critical_order_id(i.obj), i.received_at, i.obj, i.received_seq
-    FROM unnest(items) AS i
-    ORDER BY i.user_id, junction._lab_critical_order_id(i.obj), i.received_seq DESC
+    INSERT INTO junction.lab_critical_results AS t
+        (user_id, order_id, sample_id, status, interpretation, created_at, updated_at, received_at,
+         data, received_seq)
+    SELECT w.user_id, w.order_id, w.obj ->> 'sample_id', w.obj ->> 'status', w.obj ->> 'interpretation',
+           (w.obj ->> 'created_at')::timestamptz, w.updated_at, w.received_at, w.obj, w.received_seq
+    FROM (SELECT DISTINCT ON (i.user_id, (i.obj ->> 'order_id')::uuid)
+                 i.user_id, (i.obj ->> 'order_id')::uuid AS order_id,
+                 (i.obj ->> 'updated_at')::timestamptz AS updated_at, i.received_at, i.obj, i.received_seq
+          FROM unnest(items) AS i
+          ORDER BY i.user_id, (i.obj ->> 'order_id')::uuid,
+                   coalesce((i.obj ->> 'updated_at')::timestamptz, '-infinity') DESC, i.received_seq DESC) AS w
+    ORDER BY w.user_id, w.order_id
     ON CONFLICT (user_id, order_id) DO UPDATE
-    SET received_at = excluded.received_at, data = excluded.data, received_seq = excluded.received_seq
-    WHERE excluded.received_seq > t.received_seq;
+    SET sample_id = excluded.sample_id, status = excluded.status, interpretation = excluded.interpretation,
+        created_at = excluded.created_at, updated_at = excluded.updated_at,
+        received_at = excluded.received_at, data = excluded.data, received_seq = excluded.received_seq,
+        -- a newer version of a critical result is a new alert
+        acknowledged_at = NULL, acknowledged_by = NULL
+    WHERE (coalesce(excluded.updated_at, '-infinity'), excluded.received_seq)
+        > (coalesce(t.updated_at, '-infinity'), t.received_seq);
     GET DIAGNOSTICS n = ROW_COUNT;
 
     UPDATE junction.lab_orders AS o
@@ -958,7 +966,7 @@ BEGIN
                                    ELSE 'pending' END,
         result_attempts = CASE WHEN o.result_fetch_status = 'running' THEN o.result_attempts ELSE 0 END,
         result_next_attempt_at = NULL
-    FROM (SELECT DISTINCT i.user_id, junction._lab_critical_order_id(i.obj) AS order_id
+    FROM (SELECT DISTINCT i.user_id, (i.obj ->> 'order_id')::uuid AS order_id
           FROM unnest(items) AS i) AS c
     WHERE o.user_id = c.user_id AND o.id = c.order_id;
     RETURN n;
@@ -1391,7 +1399,7 @@ BEGIN
         SELECT p.oid::regprocedure
         FROM pg_catalog.pg_proc AS p
         JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
-        WHERE p.proname OPERATOR(pg_catalog.=) ANY (ARRAY['_lab_latest_event', '_upsert_lab_orders', '_upsert_lab_appointments', '_lab_critical_order_id', '_upsert_lab_critical', '_load_lab_results', 'junction_lab_orders', 'junction_lab_order', 'junction_lab_results', 'junction_sync_lab', 'junction_lab_acknowledge_critical', '_lab_result_run', '_lab_result_failed']::pg_catalog.name[])
+        WHERE p.proname OPERATOR(pg_catalog.=) ANY (ARRAY['_lab_latest_event', '_upsert_lab_orders', '_upsert_lab_appointments', '_upsert_lab_critical', '_load_lab_results', 'junction_lab_orders', 'junction_lab_order', 'junction_lab_results', 'junction_sync_lab', 'junction_lab_acknowledge_critical', '_lab_result_run', '_lab_result_failed']::pg_catalog.name[])
           AND (n.nspname OPERATOR(pg_catalog.=) 'junction' OR p.proname OPERATOR(pg_catalog.~~) 'junction\_%')
     LOOP
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
