@@ -497,6 +497,10 @@ BEGIN
                  WHEN k.family IS NULL THEN NULL
                  WHEN coalesce(jsonb_typeof(x.data), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data', e.event_type))::jsonb
+                 WHEN k.family = 'sense' THEN
+                   CASE WHEN jsonb_typeof(x.data) = 'array' THEN x.data
+                        ELSE junction._fail('22023', format('%s: data must be an array, not %s',
+                                                            e.event_type, jsonb_typeof(x.data)))::jsonb END
                  WHEN jsonb_typeof(x.data) <> 'object' THEN
                    junction._fail('22023', format('%s: data must be an object, not %s',
                                                   e.event_type, jsonb_typeof(x.data)))::jsonb
@@ -559,6 +563,8 @@ BEGIN
                      WHEN e.event_type IN ('labtest.appointment.created', 'labtest.appointment.updated')
                        THEN 'lab_appointment'
                      WHEN e.event_type = 'labtest.result.critical' THEN 'lab_critical'
+                     -- Junction Sense (src/install/38_sense.sql): data is an array of change sets
+                     WHEN e.event_type = 'continuous_query.result_table.changed' THEN 'sense'
                    END AS family,
                    CASE WHEN cardinality(x.parts) >= 3 THEN x.parts[cardinality(x.parts) - 1] END AS resource
             OFFSET 0
@@ -630,6 +636,7 @@ DECLARE
     lab_orders junction.typing_item[];
     lab_appts  junction.typing_item[];
     lab_crit   junction.typing_item[];
+    sense      junction.typing_item[];
 BEGIN
     IF cardinality(ids) IS DISTINCT FROM cardinality(svix_ids) THEN
         RAISE EXCEPTION '_apply_deliveries: % inbox ids but % svix ids',
@@ -661,8 +668,9 @@ BEGIN
            array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'historical'),
            array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_order'),
            array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_appointment'),
-           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_critical')
-      INTO accepted, summaries, timeseries, streams, conns, backfills, lab_orders, lab_appts, lab_crit
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_critical'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'sense')
+      INTO accepted, summaries, timeseries, streams, conns, backfills, lab_orders, lab_appts, lab_crit, sense
     FROM (SELECT cl.inbox_id, cl.family,
                  ROW(cl.inbox_id, cl.user_id, cl.resource, cl.event_type, cl.received_at, cl.obj)::junction.typing_item AS item
           FROM classified AS cl
@@ -678,6 +686,7 @@ BEGIN
     IF lab_crit IS NOT NULL THEN PERFORM junction._upsert_lab_critical(lab_crit); END IF;
     IF lab_orders IS NOT NULL THEN PERFORM junction._upsert_lab_orders(lab_orders); END IF;
     IF lab_appts IS NOT NULL THEN PERFORM junction._upsert_lab_appointments(lab_appts); END IF;
+    IF sense IS NOT NULL THEN PERFORM junction._upsert_sense(sense); END IF;
 
     UPDATE junction.inbox
     SET status = 'processed', processed_at = clock_timestamp(), attempts = attempts + 1,
