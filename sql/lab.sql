@@ -12,7 +12,8 @@ SET junction.http_retries = 0;
 SET timezone = 'America/New_York';   -- typing must not depend on the session's zone
 INSERT INTO junction.webhook_secrets (secret, description)
 VALUES ('whsec_bGFiLXRlc3Qtc2VjcmV0LTAx', 'lab test secret');
-TRUNCATE junction.lab_orders, junction.lab_appointments, junction.lab_results, junction.lab_critical_results;
+TRUNCATE junction.lab_orders, junction.lab_appointments, junction.lab_results, junction.lab_critical_results,
+         junction.lab_report_parsing_jobs, junction.lab_report_results;
 CREATE FUNCTION pg_temp.deliver(msg_id text, body jsonb) RETURNS bigint
 LANGUAGE sql AS $$
   SELECT junction_receive(
@@ -337,6 +338,61 @@ SELECT critical, result_fetch_status, result_attempts FROM junction.lab_orders W
 SELECT junction_backfill_now() AS ran;
 SELECT result_fetch_status FROM junction.lab_orders WHERE id = :'o1';
 
+-- 4b. Lab report parsing jobs (the documented example): the furthest status wins whatever the
+--     order; the completed job's results land in junction.lab_report_results
+\set f_job1 `cat test/fixtures/lab/lab_report_parsing_job_created.json`
+\set f_job2 `cat test/fixtures/lab/lab_report_parsing_job_updated.json`
+BEGIN;
+SELECT pg_temp.deliver('msg_lab_job_2', :'f_job2') > 0 AS delivered;
+SELECT junction_process_inbox() AS handled;
+SELECT pg_temp.deliver('msg_lab_job_1', :'f_job1') > 0 AS delivered;
+SELECT pg_temp.deliver('msg_lab_job_p', jsonb_set(:'f_job1'::jsonb, '{data,status}', '"processing"')) > 0 AS delivered;
+SELECT junction_process_inbox() AS handled;
+COMMIT;
+SELECT id, status, failure_reason, needs_human_review, is_reviewed, metadata ->> 'lab_name' AS lab_name,
+       data #>> '{data,metadata,specimen_number}' AS specimen
+FROM junction.lab_report_parsing_jobs;
+SELECT job_id, position, test_name, value, value_number, type, units, min_reference_range, max_reference_range,
+       source_panel_name, interpretation, is_above_max_range, loinc, loinc_name, loinc_confidence
+FROM junction.lab_report_results ORDER BY position;
+-- a pending_review job (human review): its status wins over processing; its results replace none yet
+BEGIN;
+SELECT pg_temp.deliver('msg_lab_job_3', jsonb_set(jsonb_set(:'f_job1'::jsonb, '{data,status}', '"pending_review"'),
+                                                  '{data,id}', '"0190b2a7-0000-7000-8000-0000000000d1"')) > 0 AS delivered;
+SELECT pg_temp.deliver('msg_lab_job_4', jsonb_set(jsonb_set(:'f_job1'::jsonb, '{data,status}', '"processing"'),
+                                                  '{data,id}', '"0190b2a7-0000-7000-8000-0000000000d1"')) > 0 AS delivered;
+SELECT junction_process_inbox() AS handled;
+COMMIT;
+SELECT status, (SELECT count(*) FROM junction.lab_report_results AS r WHERE r.job_id = j.id) AS results
+FROM junction.lab_report_parsing_jobs AS j WHERE id = '0190b2a7-0000-7000-8000-0000000000d1';
+
+-- 4c. Partial results: an order update whose newest event is *.partial_results queues a fetch;
+--     a second partial (one more event) queues it again
+\set o4 '0190b2a7-0000-7000-8000-0000000000b4'
+SELECT pg_temp.mock('POST', 'lab', jsonb_build_object('results', jsonb_build_object(:'o4',
+  '{"metadata": {"status": "partial"}, "results": [{"name": "Glucose", "slug": "glucose", "result": "91",
+    "value": 91, "type": "numeric", "unit": "mg/dL", "interpretation": "normal"}]}'::jsonb))) ->> 'results' AS mock_results;
+BEGIN;
+SELECT pg_temp.deliver('msg_lab_partial_1', pg_temp.order_event('labtest.order.updated',
+         pg_temp.order_v(:'alice', :'o4', 'sample_with_lab', 'sample_with_lab.walk_in_test.partial_results', '2020-05-01T00:00:00Z'))) > 0 AS delivered;
+SELECT junction_process_inbox() AS handled;
+COMMIT;
+SELECT status, low_level_status, result_fetch_status FROM junction.lab_orders WHERE id = :'o4';
+SELECT junction_backfill_now() AS ran;
+SELECT result_fetch_status, result_metadata ->> 'status' AS result_status,
+       (SELECT count(*) FROM junction.lab_results WHERE order_id = :'o4') AS results
+FROM junction.lab_orders WHERE id = :'o4';
+BEGIN;
+SELECT pg_temp.deliver('msg_lab_partial_2', pg_temp.order_event('labtest.order.updated',
+         jsonb_set(pg_temp.order_v(:'alice', :'o4', 'sample_with_lab', 'sample_with_lab.walk_in_test.partial_results', '2020-05-01T00:00:00Z'),
+                   '{events}', pg_temp.order_v(:'alice', :'o4', 'sample_with_lab', 'sample_with_lab.walk_in_test.partial_results', '2020-05-01T00:00:00Z') -> 'events'
+                               || '[{"id": 3, "created_at": "2020-05-02T00:00:00Z", "status": "sample_with_lab.walk_in_test.partial_results"}]'::jsonb)))
+       > 0 AS delivered;
+SELECT junction_process_inbox() AS handled;
+COMMIT;
+SELECT low_level_status, jsonb_array_length(events) AS events, result_fetch_status FROM junction.lab_orders WHERE id = :'o4';
+SELECT junction_backfill_now() AS ran;
+
 -- 5. Malformed lab events are quarantined with the event type and the JSON path
 BEGIN;
 SELECT pg_temp.deliver('msg_lab_bad_id', pg_temp.order_event('labtest.order.created',
@@ -347,10 +403,12 @@ SELECT pg_temp.deliver('msg_lab_no_id', jsonb_build_object('event_type', 'labtes
          'user_id', :'alice', 'data', '{"status": "pending"}'::jsonb)) > 0 AS delivered;
 SELECT pg_temp.deliver('msg_lab_crit_bad', jsonb_build_object('event_type', 'labtest.result.critical',
          'user_id', :'alice', 'data', '{"order_id": 12}'::jsonb)) > 0 AS delivered;
+SELECT pg_temp.deliver('msg_lab_job_bad', jsonb_build_object('event_type', 'lab_report.parsing_job.updated',
+         'user_id', :'alice', 'data', '{"id": "8eb0217f-4683-4a3c-adca-faf95ac65739", "status": "completed", "is_reviewed": "maybe"}'::jsonb)) > 0 AS delivered;
 SELECT junction_process_inbox() AS handled;
 COMMIT;
 SELECT substr(headers ->> 'svix-id', 9) AS delivery, status, sqlstate, error
-FROM junction.inbox WHERE headers ->> 'svix-id' IN ('msg_lab_bad_id', 'msg_lab_bad_date', 'msg_lab_no_id', 'msg_lab_crit_bad')
+FROM junction.inbox WHERE headers ->> 'svix-id' IN ('msg_lab_bad_id', 'msg_lab_bad_date', 'msg_lab_no_id', 'msg_lab_crit_bad', 'msg_lab_job_bad')
 ORDER BY 1;
 
 -- 6. The live API and junction_sync_lab: 120 orders in the mock (two pages of 100), one user's 2

@@ -145,12 +145,16 @@ q junction_mutant "INSERT INTO junction.events (svix_id, inbox_id, event_type, u
    '{\"data\": {\"id\": \"0190b2a7-0000-7000-8000-0000000000c2\", \"status\": \"confirmed\", \"events\": [{\"created_at\": \"2025-01-01T00:00:00+00:00\", \"status\": \"scheduled\"}]}}'),
   ('msg_up_lab_5', 5, 'labtest.order.created', '5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', now(),
    '{\"data\": {\"id\": \"o1\"}}'),
+  ('msg_up_job_1', 7, 'lab_report.parsing_job.updated', '5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', now(),
+   '{\"data\": {\"id\": \"0190b2a7-0000-7000-8000-0000000000c3\", \"status\": \"completed\", \"data\": {\"results\": [{\"test_name\": \"Glucose\", \"value\": \"90\"}]}}}'),
   ('msg_up_sense_1', 6, 'continuous_query.result_table.changed', '5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', now(),
    '{\"data\": [{\"query_id\": \"4ba57107-aea7-407a-9877-6f1adc80dccd\", \"query_slug\": \"sleep-analysis-v1\", \"data\": {\"group_key.0\": [\"2025-02-17T00:00:00\"], \"mean.sleep_score\": [76.75]}}]}')" >/dev/null
 q junction_mutant "ALTER EXTENSION junction UPDATE" >/dev/null
 q junction_mutant "SELECT 'order', id, status, critical, result_fetch_status FROM junction.lab_orders
                    UNION ALL SELECT 'appointment', id, status, NULL, NULL FROM junction.lab_appointments
                    UNION ALL SELECT 'critical', order_id, NULL, NULL, NULL FROM junction.lab_critical_results
+                   UNION ALL SELECT 'parsing job', id, status || ' ' || (SELECT count(*) FROM junction.lab_report_results), NULL, NULL
+                             FROM junction.lab_report_parsing_jobs
                    UNION ALL SELECT 'sense', NULL, query_slug || ' ' || (group_key ->> 0) || ' ' || (data ->> 'mean.sleep_score'), NULL, NULL
                              FROM junction.sense_results ORDER BY 1" > "$W/lab.out"
 cat "$W/lab.out"
@@ -158,8 +162,9 @@ check "the update types the lab and Sense events stored by the old release, and 
     "[ \"\$(cat '$W/lab.out')\" = 'appointment|0190b2a7-0000-7000-8000-0000000000c2|confirmed||
 critical|0190b2a7-0000-7000-8000-0000000000c1|||
 order|0190b2a7-0000-7000-8000-0000000000c1|completed|t|pending
+parsing job|0190b2a7-0000-7000-8000-0000000000c3|completed 1||
 sense||sleep-analysis-v1 2025-02-17T00:00:00 76.75||' ]"
-q junction_mutant "TRUNCATE junction.events, junction.lab_orders, junction.lab_appointments, junction.lab_critical_results, junction.sense_results"
+q junction_mutant "TRUNCATE junction.events, junction.lab_orders, junction.lab_appointments, junction.lab_critical_results, junction.sense_results, junction.lab_report_parsing_jobs, junction.lab_report_results"
 q junction_mutant "SELECT id, energy_kcal, carbs FROM junction.meals ORDER BY received_seq" > "$W/meals.out"
 cat "$W/meals.out"
 check "the update sums the foods of stored meals without totals, and only of those" \

@@ -510,6 +510,9 @@ BEGIN
                  WHEN k.family IN ('lab_order', 'lab_appointment')
                       AND coalesce(jsonb_typeof(x.data -> 'id'), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.id', e.event_type))::jsonb
+                 WHEN k.family = 'lab_report'
+                      AND coalesce(x.data ->> 'id', x.data ->> 'job_id') IS NULL THEN
+                   junction._fail('23502', format('%s: missing data.id', e.event_type))::jsonb
                  WHEN k.family = 'lab_critical'
                       AND coalesce(jsonb_typeof(x.data -> 'order_id'), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.order_id', e.event_type))::jsonb
@@ -519,7 +522,7 @@ BEGIN
                  WHEN k.family = 'timeseries' AND jsonb_typeof(x.data -> 'data') <> 'array' THEN
                    junction._fail('22023', format('%s: data.data must be an array, not %s',
                                                   e.event_type, jsonb_typeof(x.data -> 'data')))::jsonb
-                 WHEN v.provider IS NULL AND k.family NOT IN ('lab_order', 'lab_appointment', 'lab_critical') THEN
+                 WHEN v.provider IS NULL AND k.family NOT IN ('lab_order', 'lab_appointment', 'lab_critical', 'lab_report') THEN
                    junction._fail('23502', format('%s: missing provider (data.%s)', e.event_type,
                        CASE WHEN k.family IN ('connection', 'historical') OR k.resource = 'device'
                             THEN 'provider' ELSE 'source.provider' END))::jsonb
@@ -563,6 +566,8 @@ BEGIN
                      WHEN e.event_type IN ('labtest.appointment.created', 'labtest.appointment.updated')
                        THEN 'lab_appointment'
                      WHEN e.event_type = 'labtest.result.critical' THEN 'lab_critical'
+                     WHEN e.event_type IN ('lab_report.parsing_job.created', 'lab_report.parsing_job.updated')
+                       THEN 'lab_report'
                      -- Junction Sense (src/install/38_sense.sql): data is an array of change sets
                      WHEN e.event_type = 'continuous_query.result_table.changed' THEN 'sense'
                    END AS family,
@@ -637,6 +642,7 @@ DECLARE
     lab_appts  junction.typing_item[];
     lab_crit   junction.typing_item[];
     sense      junction.typing_item[];
+    lab_jobs   junction.typing_item[];
 BEGIN
     IF cardinality(ids) IS DISTINCT FROM cardinality(svix_ids) THEN
         RAISE EXCEPTION '_apply_deliveries: % inbox ids but % svix ids',
@@ -669,8 +675,10 @@ BEGIN
            array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_order'),
            array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_appointment'),
            array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_critical'),
-           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'sense')
-      INTO accepted, summaries, timeseries, streams, conns, backfills, lab_orders, lab_appts, lab_crit, sense
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'sense'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_report')
+      INTO accepted, summaries, timeseries, streams, conns, backfills, lab_orders, lab_appts, lab_crit, sense,
+           lab_jobs
     FROM (SELECT cl.inbox_id, cl.family,
                  ROW(cl.inbox_id, cl.user_id, cl.resource, cl.event_type, cl.received_at, cl.obj)::junction.typing_item AS item
           FROM classified AS cl
@@ -686,6 +694,7 @@ BEGIN
     IF lab_crit IS NOT NULL THEN PERFORM junction._upsert_lab_critical(lab_crit); END IF;
     IF lab_orders IS NOT NULL THEN PERFORM junction._upsert_lab_orders(lab_orders); END IF;
     IF lab_appts IS NOT NULL THEN PERFORM junction._upsert_lab_appointments(lab_appts); END IF;
+    IF lab_jobs IS NOT NULL THEN PERFORM junction._upsert_lab_report_jobs(lab_jobs); END IF;
     IF sense IS NOT NULL THEN PERFORM junction._upsert_sense(sense); END IF;
 
     UPDATE junction.inbox
@@ -869,6 +878,12 @@ BEGIN
                      ('lab_appointment', '{start_at}', 'timestamptz', 4),
                      ('lab_appointment', '{end_at}', 'timestamptz', 5),
                      ('lab_appointment', '{can_reschedule}', 'boolean', 6),
+                     ('lab_report', '{id}', 'uuid', 1),
+                     ('lab_report', '{job_id}', 'uuid', 2),
+                     ('lab_report', '{updated_at}', 'timestamptz', 3),
+                     ('lab_report', '{created_at}', 'timestamptz', 4),
+                     ('lab_report', '{needs_human_review}', 'boolean', 5),
+                     ('lab_report', '{is_reviewed}', 'boolean', 6),
                      ('lab_critical', '{order_id}', 'uuid', 1),
                      ('lab_critical', '{updated_at}', 'timestamptz', 2),
                      ('lab_critical', '{created_at}', 'timestamptz', 3)) AS x(family, p, t, n)

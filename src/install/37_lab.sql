@@ -67,7 +67,7 @@ COMMENT ON COLUMN junction.lab_orders.low_level_status IS 'status of the newest 
 COMMENT ON COLUMN junction.lab_orders.events IS 'the status history: [{id, created_at, status}]';
 COMMENT ON COLUMN junction.lab_orders.patient_gender IS 'patient_details.gender (names, phone, email and address stay in data only)';
 COMMENT ON COLUMN junction.lab_orders.critical IS 'true once a labtest.result.critical event named this order (whatever the order of arrival)';
-COMMENT ON COLUMN junction.lab_orders.result_fetch_status IS 'the automatic fetch of GET /v3/order/{id}/result into junction.lab_results: null (not completed), pending, running, done, failed; a newer completed version or a critical result queues it again';
+COMMENT ON COLUMN junction.lab_orders.result_fetch_status IS 'the automatic fetch of GET /v3/order/{id}/result into junction.lab_results: null (no results yet), pending, running, done, failed; a newer completed version, a new partial result or a critical result queues it again';
 COMMENT ON COLUMN junction.lab_orders.result_next_attempt_at IS 'a failed result fetch is retried from this time on (null: now)';
 COMMENT ON COLUMN junction.lab_orders.result_metadata IS 'the metadata object of the last fetched result (LabResultsMetadata: status, laboratory, specimen_number, interpretation, ...)';
 CREATE INDEX lab_orders_result_pending ON junction.lab_orders (updated_at) WHERE result_fetch_status = 'pending';
@@ -166,6 +166,57 @@ WHERE c.acknowledged_at IS NULL;
 COMMENT ON VIEW junction.lab_critical_alerts IS
   'critical lab results not yet acknowledged: one row per critical biomarker (biomarker null until the results are fetched)';
 
+-- Lab report parsing (docs/lab/report-parsing/overview.mdx): lab_report.parsing_job.created /
+-- .updated carry the job {id, status (started, processing, pending_review, completed, failed),
+-- failure_reason, data: {metadata, results: [{test_name, value, type, units, min_reference_range,
+-- max_reference_range, source_panel_name, loinc_matches: [{loinc_code, loinc_name, display_name,
+-- aliases, confidence_score}], interpretation, is_above_max_range, is_below_min_range}]},
+-- needs_human_review, is_reviewed}. A job has no updated_at: its status only moves forward, so the
+-- furthest status wins (then the object's updated_at if it has one, then the later received).
+CREATE TABLE junction.lab_report_parsing_jobs (
+    user_id            uuid NOT NULL,
+    id                 uuid NOT NULL,
+    status             text,
+    failure_reason     text,
+    needs_human_review boolean,
+    is_reviewed        boolean,
+    metadata           jsonb,
+    created_at         timestamptz,
+    updated_at         timestamptz,
+    data               jsonb NOT NULL,
+    received_seq       bigint NOT NULL,
+    CONSTRAINT lab_report_parsing_jobs_pkey PRIMARY KEY (user_id, id)
+);
+COMMENT ON TABLE junction.lab_report_parsing_jobs IS
+  'lab report parsing jobs (lab_report.parsing_job.*): the furthest status wins (started < processing < pending_review < completed, failed), then updated_at, then the later received';
+COMMENT ON COLUMN junction.lab_report_parsing_jobs.metadata IS 'data.metadata of the parsed report (patient, lab_name, date_reported, date_collected, specimen_number)';
+
+CREATE TABLE junction.lab_report_results (
+    user_id             uuid NOT NULL,
+    job_id              uuid NOT NULL,
+    position            integer NOT NULL,
+    test_name           text,
+    value               text,
+    value_number        double precision,
+    type                text,
+    units               text,
+    min_reference_range double precision,
+    max_reference_range double precision,
+    source_panel_name   text,
+    interpretation      text,
+    is_above_max_range  boolean,
+    is_below_min_range  boolean,
+    loinc               text,
+    loinc_name          text,
+    loinc_confidence    double precision,
+    data                jsonb NOT NULL,
+    CONSTRAINT lab_report_results_pkey PRIMARY KEY (user_id, job_id, position)
+);
+COMMENT ON TABLE junction.lab_report_results IS
+  'the biomarkers a parsing job extracted (a sibling of lab_results: the parser''s shape differs), one row per entry of data.results, replaced with each winning version of the job';
+COMMENT ON COLUMN junction.lab_report_results.position IS 'the entry''s position in data.results (a report may list a test twice, in two panels)';
+COMMENT ON COLUMN junction.lab_report_results.loinc IS 'the best LOINC match (loinc_matches[0].loinc_code)';
+
 -- ---------------------------------------------------------------------------------------------
 -- Upserts (the one load path for webhooks and junction_sync_lab).
 -- ---------------------------------------------------------------------------------------------
@@ -183,6 +234,16 @@ AS $$
 $$;
 COMMENT ON FUNCTION junction._lab_latest_event(jsonb) IS
   'the status and created_at of the newest entry of an events array (latest created_at, then the last listed)';
+
+-- Whether an order version has results to fetch: completed, or a partial result (Junction sends
+-- an update per partial result when the team enables them: low-level status *.partial_results).
+CREATE FUNCTION junction._lab_results_due(status text, low_level_status text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce(status = 'completed' OR low_level_status LIKE '%.partial_results', false) $$;
+COMMENT ON FUNCTION junction._lab_results_due(text, text) IS
+  'true for an order version whose results can be fetched: status completed, or a low-level *.partial_results status';
 
 CREATE FUNCTION junction._upsert_lab_orders(items junction.typing_item[])
 RETURNS bigint
@@ -209,7 +270,8 @@ BEGIN
            (w.obj ->> 'created_at')::timestamptz, w.updated_at,
            EXISTS (SELECT FROM junction.lab_critical_results AS c
                    WHERE c.user_id = w.user_id AND c.order_id = w.id),
-           CASE WHEN w.obj ->> 'status' = 'completed' THEN 'pending' END,
+           CASE WHEN junction._lab_results_due(w.obj ->> 'status', (junction._lab_latest_event(w.obj -> 'events')).status)
+                THEN 'pending' END,
            w.obj, w.received_seq
     FROM (SELECT DISTINCT ON (i.user_id, (i.obj ->> 'id')::uuid)
                  i.received_seq, i.user_id, (i.obj ->> 'id')::uuid AS id,
@@ -230,21 +292,31 @@ BEGIN
         patient_gender = excluded.patient_gender, patient_dob = excluded.patient_dob,
         created_at = excluded.created_at, updated_at = excluded.updated_at,
         critical = t.critical OR excluded.critical, data = excluded.data, received_seq = excluded.received_seq,
-        -- a newly completed order, or a newer completed version (a corrected result), is fetched again
+        -- a newly completed order, a new partial result, or a newer completed version (a corrected
+        -- result) is fetched (again)
         result_fetch_status = CASE
-            WHEN excluded.status = 'completed'
-                 AND (t.status IS DISTINCT FROM 'completed' OR t.result_fetch_status IS NULL
-                      OR excluded.updated_at > t.updated_at) THEN 'pending'
+            WHEN junction._lab_results_due(excluded.status, excluded.low_level_status)
+                 AND (NOT junction._lab_results_due(t.status, t.low_level_status)
+                      OR t.low_level_status IS DISTINCT FROM excluded.low_level_status
+                      OR coalesce(jsonb_array_length(CASE jsonb_typeof(excluded.events) WHEN 'array' THEN excluded.events END), 0)
+                         > coalesce(jsonb_array_length(CASE jsonb_typeof(t.events) WHEN 'array' THEN t.events END), 0)
+                      OR t.result_fetch_status IS NULL OR excluded.updated_at > t.updated_at) THEN 'pending'
             ELSE t.result_fetch_status END,
         result_attempts = CASE
-            WHEN excluded.status = 'completed'
-                 AND (t.status IS DISTINCT FROM 'completed' OR t.result_fetch_status IS NULL
-                      OR excluded.updated_at > t.updated_at) THEN 0
+            WHEN junction._lab_results_due(excluded.status, excluded.low_level_status)
+                 AND (NOT junction._lab_results_due(t.status, t.low_level_status)
+                      OR t.low_level_status IS DISTINCT FROM excluded.low_level_status
+                      OR coalesce(jsonb_array_length(CASE jsonb_typeof(excluded.events) WHEN 'array' THEN excluded.events END), 0)
+                         > coalesce(jsonb_array_length(CASE jsonb_typeof(t.events) WHEN 'array' THEN t.events END), 0)
+                      OR t.result_fetch_status IS NULL OR excluded.updated_at > t.updated_at) THEN 0
             ELSE t.result_attempts END,
         result_next_attempt_at = CASE
-            WHEN excluded.status = 'completed'
-                 AND (t.status IS DISTINCT FROM 'completed' OR t.result_fetch_status IS NULL
-                      OR excluded.updated_at > t.updated_at) THEN NULL
+            WHEN junction._lab_results_due(excluded.status, excluded.low_level_status)
+                 AND (NOT junction._lab_results_due(t.status, t.low_level_status)
+                      OR t.low_level_status IS DISTINCT FROM excluded.low_level_status
+                      OR coalesce(jsonb_array_length(CASE jsonb_typeof(excluded.events) WHEN 'array' THEN excluded.events END), 0)
+                         > coalesce(jsonb_array_length(CASE jsonb_typeof(t.events) WHEN 'array' THEN t.events END), 0)
+                      OR t.result_fetch_status IS NULL OR excluded.updated_at > t.updated_at) THEN NULL
             ELSE t.result_next_attempt_at END
     WHERE (coalesce(excluded.updated_at, '-infinity'), excluded.received_seq)
         > (coalesce(t.updated_at, '-infinity'), t.received_seq);
@@ -253,7 +325,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION junction._upsert_lab_orders(junction.typing_item[]) IS
-  'upsert lab orders; the newest updated_at wins, then the latest received; a completed order queues its result fetch';
+  'upsert lab orders; the newest updated_at wins, then the latest received; a completed order (or a new partial result) queues its result fetch';
 
 CREATE FUNCTION junction._upsert_lab_appointments(items junction.typing_item[])
 RETURNS bigint
@@ -343,6 +415,88 @@ END
 $fn$;
 COMMENT ON FUNCTION junction._upsert_lab_critical(junction.typing_item[]) IS
   'record labtest.result.critical events (junction.lab_critical_results), flag the order critical and queue its result fetch';
+
+-- How far a parsing job's status is along its lifecycle (unknown statuses: 0).
+CREATE FUNCTION junction._lab_report_status_rank(status text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE status WHEN 'started' THEN 1 WHEN 'processing' THEN 2 WHEN 'pending_review' THEN 3
+                         WHEN 'completed' THEN 4 WHEN 'failed' THEN 4 ELSE 0 END $$;
+COMMENT ON FUNCTION junction._lab_report_status_rank(text) IS
+  'the order of a parsing job''s statuses: started 1, processing 2, pending_review 3, completed and failed 4, others 0';
+
+CREATE FUNCTION junction._upsert_lab_report_jobs(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    users uuid[];
+    jobs  uuid[];
+    n     bigint;
+BEGIN
+    -- the jobs: the winning version of each
+    WITH won AS (
+        INSERT INTO junction.lab_report_parsing_jobs AS t
+            (user_id, id, status, failure_reason, needs_human_review, is_reviewed, metadata, created_at,
+             updated_at, data, received_seq)
+        SELECT w.user_id, w.id, w.obj ->> 'status', w.obj ->> 'failure_reason',
+               (w.obj ->> 'needs_human_review')::boolean, (w.obj ->> 'is_reviewed')::boolean,
+               w.obj #> '{data,metadata}', (w.obj ->> 'created_at')::timestamptz, w.updated_at, w.obj,
+               w.received_seq
+        FROM (SELECT DISTINCT ON (v.user_id, v.id) v.*
+              FROM (SELECT i.received_seq, i.user_id, coalesce(i.obj ->> 'id', i.obj ->> 'job_id')::uuid AS id,
+                           i.obj, junction._lab_report_status_rank(i.obj ->> 'status') AS rank,
+                           (i.obj ->> 'updated_at')::timestamptz AS updated_at
+                    FROM unnest(items) AS i) AS v
+              ORDER BY v.user_id, v.id, v.rank DESC, coalesce(v.updated_at, '-infinity') DESC,
+                       v.received_seq DESC) AS w
+        ORDER BY w.user_id, w.id
+        ON CONFLICT ON CONSTRAINT lab_report_parsing_jobs_pkey DO UPDATE
+        SET status = excluded.status, failure_reason = excluded.failure_reason,
+            needs_human_review = excluded.needs_human_review, is_reviewed = excluded.is_reviewed,
+            metadata = excluded.metadata, created_at = excluded.created_at, updated_at = excluded.updated_at,
+            data = excluded.data, received_seq = excluded.received_seq
+        WHERE (junction._lab_report_status_rank(excluded.status), coalesce(excluded.updated_at, '-infinity'),
+               excluded.received_seq)
+            > (junction._lab_report_status_rank(t.status), coalesce(t.updated_at, '-infinity'), t.received_seq)
+        RETURNING t.user_id, t.id
+    )
+    SELECT array_agg(won.user_id), array_agg(won.id) INTO users, jobs FROM won;
+    IF jobs IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- their results: replaced by those of the winning version
+    DELETE FROM junction.lab_report_results AS r
+    WHERE (r.user_id, r.job_id) IN (SELECT u.user_id, u.job_id FROM unnest(users, jobs) AS u(user_id, job_id));
+    INSERT INTO junction.lab_report_results
+        (user_id, job_id, position, test_name, value, value_number, type, units, min_reference_range,
+         max_reference_range, source_panel_name, interpretation, is_above_max_range, is_below_min_range,
+         loinc, loinc_name, loinc_confidence, data)
+    SELECT j.user_id, j.id, e.ordinality::integer - 1, e.value ->> 'test_name', e.value ->> 'value',
+           CASE WHEN e.value ->> 'value' ~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$'
+                THEN (e.value ->> 'value')::double precision END,
+           e.value ->> 'type', e.value ->> 'units',
+           (e.value ->> 'min_reference_range')::double precision,
+           (e.value ->> 'max_reference_range')::double precision, e.value ->> 'source_panel_name',
+           e.value ->> 'interpretation', (e.value ->> 'is_above_max_range')::boolean,
+           (e.value ->> 'is_below_min_range')::boolean, e.value #>> '{loinc_matches,0,loinc_code}',
+           e.value #>> '{loinc_matches,0,loinc_name}',
+           (e.value #>> '{loinc_matches,0,confidence_score}')::double precision, e.value
+    FROM junction.lab_report_parsing_jobs AS j
+    CROSS JOIN LATERAL jsonb_array_elements(CASE jsonb_typeof(j.data #> '{data,results}')
+                                              WHEN 'array' THEN j.data #> '{data,results}' END) WITH ORDINALITY AS e
+    WHERE (j.user_id, j.id) IN (SELECT u.user_id, u.job_id FROM unnest(users, jobs) AS u(user_id, job_id))
+      AND jsonb_typeof(e.value) = 'object'
+    ORDER BY j.user_id, j.id, e.ordinality;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_lab_report_jobs(junction.typing_item[]) IS
+  'upsert lab report parsing jobs and replace their extracted results (junction.lab_report_results); the furthest status wins, then updated_at, then the latest received';
 
 -- Replace an order's biomarker results with those of one LabResultsRaw answer; returns rows loaded.
 CREATE FUNCTION junction._load_lab_results(user_id uuid, order_id uuid, answer jsonb)

@@ -148,6 +148,9 @@ BEGIN
                  WHEN k.family IN ('lab_order', 'lab_appointment')
                       AND coalesce(jsonb_typeof(x.data -> 'id'), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.id', e.event_type))::jsonb
+                 WHEN k.family = 'lab_report'
+                      AND coalesce(x.data ->> 'id', x.data ->> 'job_id') IS NULL THEN
+                   junction._fail('23502', format('%s: missing data.id', e.event_type))::jsonb
                  WHEN k.family = 'lab_critical'
                       AND coalesce(jsonb_typeof(x.data -> 'order_id'), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.order_id', e.event_type))::jsonb
@@ -157,7 +160,7 @@ BEGIN
                  WHEN k.family = 'timeseries' AND jsonb_typeof(x.data -> 'data') <> 'array' THEN
                    junction._fail('22023', format('%s: data.data must be an array, not %s',
                                                   e.event_type, jsonb_typeof(x.data -> 'data')))::jsonb
-                 WHEN v.provider IS NULL AND k.family NOT IN ('lab_order', 'lab_appointment', 'lab_critical') THEN
+                 WHEN v.provider IS NULL AND k.family NOT IN ('lab_order', 'lab_appointment', 'lab_critical', 'lab_report') THEN
                    junction._fail('23502', format('%s: missing provider (data.%s)', e.event_type,
                        CASE WHEN k.family IN ('connection', 'historical') OR k.resource = 'device'
                             THEN 'provider' ELSE 'source.provider' END))::jsonb
@@ -201,6 +204,8 @@ BEGIN
                      WHEN e.event_type IN ('labtest.appointment.created', 'labtest.appointment.updated')
                        THEN 'lab_appointment'
                      WHEN e.event_type = 'labtest.result.critical' THEN 'lab_critical'
+                     WHEN e.event_type IN ('lab_report.parsing_job.created', 'lab_report.parsing_job.updated')
+                       THEN 'lab_report'
                      -- Junction Sense (src/install/38_sense.sql): data is an array of change sets
                      WHEN e.event_type = 'continuous_query.result_table.changed' THEN 'sense'
                    END AS family,
@@ -604,6 +609,12 @@ BEGIN
                      ('lab_appointment', '{start_at}', 'timestamptz', 4),
                      ('lab_appointment', '{end_at}', 'timestamptz', 5),
                      ('lab_appointment', '{can_reschedule}', 'boolean', 6),
+                     ('lab_report', '{id}', 'uuid', 1),
+                     ('lab_report', '{job_id}', 'uuid', 2),
+                     ('lab_report', '{updated_at}', 'timestamptz', 3),
+                     ('lab_report', '{created_at}', 'timestamptz', 4),
+                     ('lab_report', '{needs_human_review}', 'boolean', 5),
+                     ('lab_report', '{is_reviewed}', 'boolean', 6),
                      ('lab_critical', '{order_id}', 'uuid', 1),
                      ('lab_critical', '{updated_at}', 'timestamptz', 2),
                      ('lab_critical', '{created_at}', 'timestamptz', 3)) AS x(family, p, t, n)
@@ -628,7 +639,7 @@ REVOKE ALL ON FUNCTION junction._typing_error_context(bigint, text) FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------
 -- 35 typing / 37 lab / 38 sense / 65 backfill: lab testing and Sense in typed tables (issue 11). Lab orders,
--- appointments and critical results are typed; a completed (or critical) order's results are
+-- appointments, critical results and report parsing jobs are typed; a completed (or critical) order's results are
 -- fetched by the backfill queue (job kind lab_result, junction.backfill_job.order_id). The lab
 -- events stored before the upgrade are typed below, one at a time (a malformed one stays in
 -- junction.events only, with a WARNING); so are the stored continuous_query.result_table.changed
@@ -705,7 +716,7 @@ COMMENT ON COLUMN junction.lab_orders.low_level_status IS 'status of the newest 
 COMMENT ON COLUMN junction.lab_orders.events IS 'the status history: [{id, created_at, status}]';
 COMMENT ON COLUMN junction.lab_orders.patient_gender IS 'patient_details.gender (names, phone, email and address stay in data only)';
 COMMENT ON COLUMN junction.lab_orders.critical IS 'true once a labtest.result.critical event named this order (whatever the order of arrival)';
-COMMENT ON COLUMN junction.lab_orders.result_fetch_status IS 'the automatic fetch of GET /v3/order/{id}/result into junction.lab_results: null (not completed), pending, running, done, failed; a newer completed version or a critical result queues it again';
+COMMENT ON COLUMN junction.lab_orders.result_fetch_status IS 'the automatic fetch of GET /v3/order/{id}/result into junction.lab_results: null (no results yet), pending, running, done, failed; a newer completed version, a new partial result or a critical result queues it again';
 COMMENT ON COLUMN junction.lab_orders.result_next_attempt_at IS 'a failed result fetch is retried from this time on (null: now)';
 COMMENT ON COLUMN junction.lab_orders.result_metadata IS 'the metadata object of the last fetched result (LabResultsMetadata: status, laboratory, specimen_number, interpretation, ...)';
 CREATE INDEX lab_orders_result_pending ON junction.lab_orders (updated_at) WHERE result_fetch_status = 'pending';
@@ -804,6 +815,57 @@ WHERE c.acknowledged_at IS NULL;
 COMMENT ON VIEW junction.lab_critical_alerts IS
   'critical lab results not yet acknowledged: one row per critical biomarker (biomarker null until the results are fetched)';
 
+-- Lab report parsing (docs/lab/report-parsing/overview.mdx): lab_report.parsing_job.created /
+-- .updated carry the job {id, status (started, processing, pending_review, completed, failed),
+-- failure_reason, data: {metadata, results: [{test_name, value, type, units, min_reference_range,
+-- max_reference_range, source_panel_name, loinc_matches: [{loinc_code, loinc_name, display_name,
+-- aliases, confidence_score}], interpretation, is_above_max_range, is_below_min_range}]},
+-- needs_human_review, is_reviewed}. A job has no updated_at: its status only moves forward, so the
+-- furthest status wins (then the object's updated_at if it has one, then the later received).
+CREATE TABLE junction.lab_report_parsing_jobs (
+    user_id            uuid NOT NULL,
+    id                 uuid NOT NULL,
+    status             text,
+    failure_reason     text,
+    needs_human_review boolean,
+    is_reviewed        boolean,
+    metadata           jsonb,
+    created_at         timestamptz,
+    updated_at         timestamptz,
+    data               jsonb NOT NULL,
+    received_seq       bigint NOT NULL,
+    CONSTRAINT lab_report_parsing_jobs_pkey PRIMARY KEY (user_id, id)
+);
+COMMENT ON TABLE junction.lab_report_parsing_jobs IS
+  'lab report parsing jobs (lab_report.parsing_job.*): the furthest status wins (started < processing < pending_review < completed, failed), then updated_at, then the later received';
+COMMENT ON COLUMN junction.lab_report_parsing_jobs.metadata IS 'data.metadata of the parsed report (patient, lab_name, date_reported, date_collected, specimen_number)';
+
+CREATE TABLE junction.lab_report_results (
+    user_id             uuid NOT NULL,
+    job_id              uuid NOT NULL,
+    position            integer NOT NULL,
+    test_name           text,
+    value               text,
+    value_number        double precision,
+    type                text,
+    units               text,
+    min_reference_range double precision,
+    max_reference_range double precision,
+    source_panel_name   text,
+    interpretation      text,
+    is_above_max_range  boolean,
+    is_below_min_range  boolean,
+    loinc               text,
+    loinc_name          text,
+    loinc_confidence    double precision,
+    data                jsonb NOT NULL,
+    CONSTRAINT lab_report_results_pkey PRIMARY KEY (user_id, job_id, position)
+);
+COMMENT ON TABLE junction.lab_report_results IS
+  'the biomarkers a parsing job extracted (a sibling of lab_results: the parser''s shape differs), one row per entry of data.results, replaced with each winning version of the job';
+COMMENT ON COLUMN junction.lab_report_results.position IS 'the entry''s position in data.results (a report may list a test twice, in two panels)';
+COMMENT ON COLUMN junction.lab_report_results.loinc IS 'the best LOINC match (loinc_matches[0].loinc_code)';
+
 -- ---------------------------------------------------------------------------------------------
 -- Upserts (the one load path for webhooks and junction_sync_lab).
 -- ---------------------------------------------------------------------------------------------
@@ -821,6 +883,16 @@ AS $$
 $$;
 COMMENT ON FUNCTION junction._lab_latest_event(jsonb) IS
   'the status and created_at of the newest entry of an events array (latest created_at, then the last listed)';
+
+-- Whether an order version has results to fetch: completed, or a partial result (Junction sends
+-- an update per partial result when the team enables them: low-level status *.partial_results).
+CREATE FUNCTION junction._lab_results_due(status text, low_level_status text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce(status = 'completed' OR low_level_status LIKE '%.partial_results', false) $$;
+COMMENT ON FUNCTION junction._lab_results_due(text, text) IS
+  'true for an order version whose results can be fetched: status completed, or a low-level *.partial_results status';
 
 CREATE FUNCTION junction._upsert_lab_orders(items junction.typing_item[])
 RETURNS bigint
@@ -847,7 +919,8 @@ BEGIN
            (w.obj ->> 'created_at')::timestamptz, w.updated_at,
            EXISTS (SELECT FROM junction.lab_critical_results AS c
                    WHERE c.user_id = w.user_id AND c.order_id = w.id),
-           CASE WHEN w.obj ->> 'status' = 'completed' THEN 'pending' END,
+           CASE WHEN junction._lab_results_due(w.obj ->> 'status', (junction._lab_latest_event(w.obj -> 'events')).status)
+                THEN 'pending' END,
            w.obj, w.received_seq
     FROM (SELECT DISTINCT ON (i.user_id, (i.obj ->> 'id')::uuid)
                  i.received_seq, i.user_id, (i.obj ->> 'id')::uuid AS id,
@@ -868,21 +941,31 @@ BEGIN
         patient_gender = excluded.patient_gender, patient_dob = excluded.patient_dob,
         created_at = excluded.created_at, updated_at = excluded.updated_at,
         critical = t.critical OR excluded.critical, data = excluded.data, received_seq = excluded.received_seq,
-        -- a newly completed order, or a newer completed version (a corrected result), is fetched again
+        -- a newly completed order, a new partial result, or a newer completed version (a corrected
+        -- result) is fetched (again)
         result_fetch_status = CASE
-            WHEN excluded.status = 'completed'
-                 AND (t.status IS DISTINCT FROM 'completed' OR t.result_fetch_status IS NULL
-                      OR excluded.updated_at > t.updated_at) THEN 'pending'
+            WHEN junction._lab_results_due(excluded.status, excluded.low_level_status)
+                 AND (NOT junction._lab_results_due(t.status, t.low_level_status)
+                      OR t.low_level_status IS DISTINCT FROM excluded.low_level_status
+                      OR coalesce(jsonb_array_length(CASE jsonb_typeof(excluded.events) WHEN 'array' THEN excluded.events END), 0)
+                         > coalesce(jsonb_array_length(CASE jsonb_typeof(t.events) WHEN 'array' THEN t.events END), 0)
+                      OR t.result_fetch_status IS NULL OR excluded.updated_at > t.updated_at) THEN 'pending'
             ELSE t.result_fetch_status END,
         result_attempts = CASE
-            WHEN excluded.status = 'completed'
-                 AND (t.status IS DISTINCT FROM 'completed' OR t.result_fetch_status IS NULL
-                      OR excluded.updated_at > t.updated_at) THEN 0
+            WHEN junction._lab_results_due(excluded.status, excluded.low_level_status)
+                 AND (NOT junction._lab_results_due(t.status, t.low_level_status)
+                      OR t.low_level_status IS DISTINCT FROM excluded.low_level_status
+                      OR coalesce(jsonb_array_length(CASE jsonb_typeof(excluded.events) WHEN 'array' THEN excluded.events END), 0)
+                         > coalesce(jsonb_array_length(CASE jsonb_typeof(t.events) WHEN 'array' THEN t.events END), 0)
+                      OR t.result_fetch_status IS NULL OR excluded.updated_at > t.updated_at) THEN 0
             ELSE t.result_attempts END,
         result_next_attempt_at = CASE
-            WHEN excluded.status = 'completed'
-                 AND (t.status IS DISTINCT FROM 'completed' OR t.result_fetch_status IS NULL
-                      OR excluded.updated_at > t.updated_at) THEN NULL
+            WHEN junction._lab_results_due(excluded.status, excluded.low_level_status)
+                 AND (NOT junction._lab_results_due(t.status, t.low_level_status)
+                      OR t.low_level_status IS DISTINCT FROM excluded.low_level_status
+                      OR coalesce(jsonb_array_length(CASE jsonb_typeof(excluded.events) WHEN 'array' THEN excluded.events END), 0)
+                         > coalesce(jsonb_array_length(CASE jsonb_typeof(t.events) WHEN 'array' THEN t.events END), 0)
+                      OR t.result_fetch_status IS NULL OR excluded.updated_at > t.updated_at) THEN NULL
             ELSE t.result_next_attempt_at END
     WHERE (coalesce(excluded.updated_at, '-infinity'), excluded.received_seq)
         > (coalesce(t.updated_at, '-infinity'), t.received_seq);
@@ -891,7 +974,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION junction._upsert_lab_orders(junction.typing_item[]) IS
-  'upsert lab orders; the newest updated_at wins, then the latest received; a completed order queues its result fetch';
+  'upsert lab orders; the newest updated_at wins, then the latest received; a completed order (or a new partial result) queues its result fetch';
 
 CREATE FUNCTION junction._upsert_lab_appointments(items junction.typing_item[])
 RETURNS bigint
@@ -981,6 +1064,88 @@ END
 $fn$;
 COMMENT ON FUNCTION junction._upsert_lab_critical(junction.typing_item[]) IS
   'record labtest.result.critical events (junction.lab_critical_results), flag the order critical and queue its result fetch';
+
+-- How far a parsing job's status is along its lifecycle (unknown statuses: 0).
+CREATE FUNCTION junction._lab_report_status_rank(status text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE status WHEN 'started' THEN 1 WHEN 'processing' THEN 2 WHEN 'pending_review' THEN 3
+                         WHEN 'completed' THEN 4 WHEN 'failed' THEN 4 ELSE 0 END $$;
+COMMENT ON FUNCTION junction._lab_report_status_rank(text) IS
+  'the order of a parsing job''s statuses: started 1, processing 2, pending_review 3, completed and failed 4, others 0';
+
+CREATE FUNCTION junction._upsert_lab_report_jobs(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    users uuid[];
+    jobs  uuid[];
+    n     bigint;
+BEGIN
+    -- the jobs: the winning version of each
+    WITH won AS (
+        INSERT INTO junction.lab_report_parsing_jobs AS t
+            (user_id, id, status, failure_reason, needs_human_review, is_reviewed, metadata, created_at,
+             updated_at, data, received_seq)
+        SELECT w.user_id, w.id, w.obj ->> 'status', w.obj ->> 'failure_reason',
+               (w.obj ->> 'needs_human_review')::boolean, (w.obj ->> 'is_reviewed')::boolean,
+               w.obj #> '{data,metadata}', (w.obj ->> 'created_at')::timestamptz, w.updated_at, w.obj,
+               w.received_seq
+        FROM (SELECT DISTINCT ON (v.user_id, v.id) v.*
+              FROM (SELECT i.received_seq, i.user_id, coalesce(i.obj ->> 'id', i.obj ->> 'job_id')::uuid AS id,
+                           i.obj, junction._lab_report_status_rank(i.obj ->> 'status') AS rank,
+                           (i.obj ->> 'updated_at')::timestamptz AS updated_at
+                    FROM unnest(items) AS i) AS v
+              ORDER BY v.user_id, v.id, v.rank DESC, coalesce(v.updated_at, '-infinity') DESC,
+                       v.received_seq DESC) AS w
+        ORDER BY w.user_id, w.id
+        ON CONFLICT ON CONSTRAINT lab_report_parsing_jobs_pkey DO UPDATE
+        SET status = excluded.status, failure_reason = excluded.failure_reason,
+            needs_human_review = excluded.needs_human_review, is_reviewed = excluded.is_reviewed,
+            metadata = excluded.metadata, created_at = excluded.created_at, updated_at = excluded.updated_at,
+            data = excluded.data, received_seq = excluded.received_seq
+        WHERE (junction._lab_report_status_rank(excluded.status), coalesce(excluded.updated_at, '-infinity'),
+               excluded.received_seq)
+            > (junction._lab_report_status_rank(t.status), coalesce(t.updated_at, '-infinity'), t.received_seq)
+        RETURNING t.user_id, t.id
+    )
+    SELECT array_agg(won.user_id), array_agg(won.id) INTO users, jobs FROM won;
+    IF jobs IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- their results: replaced by those of the winning version
+    DELETE FROM junction.lab_report_results AS r
+    WHERE (r.user_id, r.job_id) IN (SELECT u.user_id, u.job_id FROM unnest(users, jobs) AS u(user_id, job_id));
+    INSERT INTO junction.lab_report_results
+        (user_id, job_id, position, test_name, value, value_number, type, units, min_reference_range,
+         max_reference_range, source_panel_name, interpretation, is_above_max_range, is_below_min_range,
+         loinc, loinc_name, loinc_confidence, data)
+    SELECT j.user_id, j.id, e.ordinality::integer - 1, e.value ->> 'test_name', e.value ->> 'value',
+           CASE WHEN e.value ->> 'value' ~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$'
+                THEN (e.value ->> 'value')::double precision END,
+           e.value ->> 'type', e.value ->> 'units',
+           (e.value ->> 'min_reference_range')::double precision,
+           (e.value ->> 'max_reference_range')::double precision, e.value ->> 'source_panel_name',
+           e.value ->> 'interpretation', (e.value ->> 'is_above_max_range')::boolean,
+           (e.value ->> 'is_below_min_range')::boolean, e.value #>> '{loinc_matches,0,loinc_code}',
+           e.value #>> '{loinc_matches,0,loinc_name}',
+           (e.value #>> '{loinc_matches,0,confidence_score}')::double precision, e.value
+    FROM junction.lab_report_parsing_jobs AS j
+    CROSS JOIN LATERAL jsonb_array_elements(CASE jsonb_typeof(j.data #> '{data,results}')
+                                              WHEN 'array' THEN j.data #> '{data,results}' END) WITH ORDINALITY AS e
+    WHERE (j.user_id, j.id) IN (SELECT u.user_id, u.job_id FROM unnest(users, jobs) AS u(user_id, job_id))
+      AND jsonb_typeof(e.value) = 'object'
+    ORDER BY j.user_id, j.id, e.ordinality;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_lab_report_jobs(junction.typing_item[]) IS
+  'upsert lab report parsing jobs and replace their extracted results (junction.lab_report_results); the furthest status wins, then updated_at, then the latest received';
 
 -- Replace an order's biomarker results with those of one LabResultsRaw answer; returns rows loaded.
 CREATE FUNCTION junction._load_lab_results(user_id uuid, order_id uuid, answer jsonb)
@@ -1488,6 +1653,7 @@ DECLARE
     lab_appts  junction.typing_item[];
     lab_crit   junction.typing_item[];
     sense      junction.typing_item[];
+    lab_jobs   junction.typing_item[];
 BEGIN
     IF cardinality(ids) IS DISTINCT FROM cardinality(svix_ids) THEN
         RAISE EXCEPTION '_apply_deliveries: % inbox ids but % svix ids',
@@ -1520,8 +1686,10 @@ BEGIN
            array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_order'),
            array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_appointment'),
            array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_critical'),
-           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'sense')
-      INTO accepted, summaries, timeseries, streams, conns, backfills, lab_orders, lab_appts, lab_crit, sense
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'sense'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_report')
+      INTO accepted, summaries, timeseries, streams, conns, backfills, lab_orders, lab_appts, lab_crit, sense,
+           lab_jobs
     FROM (SELECT cl.inbox_id, cl.family,
                  ROW(cl.inbox_id, cl.user_id, cl.resource, cl.event_type, cl.received_at, cl.obj)::junction.typing_item AS item
           FROM classified AS cl
@@ -1537,6 +1705,7 @@ BEGIN
     IF lab_crit IS NOT NULL THEN PERFORM junction._upsert_lab_critical(lab_crit); END IF;
     IF lab_orders IS NOT NULL THEN PERFORM junction._upsert_lab_orders(lab_orders); END IF;
     IF lab_appts IS NOT NULL THEN PERFORM junction._upsert_lab_appointments(lab_appts); END IF;
+    IF lab_jobs IS NOT NULL THEN PERFORM junction._upsert_lab_report_jobs(lab_jobs); END IF;
     IF sense IS NOT NULL THEN PERFORM junction._upsert_sense(sense); END IF;
 
     UPDATE junction.inbox
@@ -1657,7 +1826,8 @@ COMMENT ON FUNCTION junction._backfill_failed(junction.backfill_job, text, text)
 
 REVOKE ALL ON junction.lab_orders, junction.lab_appointments, junction.lab_results,
                junction.lab_critical_results, junction.lab_critical_alerts,
-               junction.sense_queries, junction.sense_results FROM PUBLIC;
+               junction.sense_queries, junction.sense_results,
+               junction.lab_report_parsing_jobs, junction.lab_report_results FROM PUBLIC;
 DO $revoke$
 DECLARE
     f regprocedure;
@@ -1666,7 +1836,7 @@ BEGIN
         SELECT p.oid::regprocedure
         FROM pg_catalog.pg_proc AS p
         JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
-        WHERE p.proname OPERATOR(pg_catalog.=) ANY (ARRAY['_lab_latest_event', '_upsert_lab_orders', '_upsert_lab_appointments', '_upsert_lab_critical', '_load_lab_results', 'junction_lab_orders', 'junction_lab_order', 'junction_lab_results', 'junction_sync_lab', 'junction_lab_acknowledge_critical', '_lab_result_run', '_lab_result_failed', '_sense_rows', '_sense_check_types', '_upsert_sense', 'junction_sense_result_table', 'junction_sync_sense', 'junction_sense_define']::pg_catalog.name[])
+        WHERE p.proname OPERATOR(pg_catalog.=) ANY (ARRAY['_lab_latest_event', '_lab_results_due', '_upsert_lab_orders', '_upsert_lab_appointments', '_upsert_lab_critical', '_lab_report_status_rank', '_upsert_lab_report_jobs', '_load_lab_results', 'junction_lab_orders', 'junction_lab_order', 'junction_lab_results', 'junction_sync_lab', 'junction_lab_acknowledge_critical', '_lab_result_run', '_lab_result_failed', '_sense_rows', '_sense_check_types', '_upsert_sense', 'junction_sense_result_table', 'junction_sync_sense', 'junction_sense_define']::pg_catalog.name[])
           AND (n.nspname OPERATOR(pg_catalog.=) 'junction' OR p.proname OPERATOR(pg_catalog.~~) 'junction\_%')
     LOOP
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
@@ -1684,7 +1854,8 @@ BEGIN
         FROM junction.events AS ev
         WHERE ev.event_type OPERATOR(pg_catalog.=) ANY (ARRAY['labtest.order.created', 'labtest.order.updated',
                                  'labtest.appointment.created', 'labtest.appointment.updated',
-                                 'labtest.result.critical', 'continuous_query.result_table.changed']::pg_catalog.text[])
+                                 'labtest.result.critical', 'lab_report.parsing_job.created',
+                                 'lab_report.parsing_job.updated', 'continuous_query.result_table.changed']::pg_catalog.text[])
           AND ev.user_id IS NOT NULL
           AND pg_catalog.jsonb_typeof(ev.payload -> 'data') OPERATOR(pg_catalog.=) ANY (ARRAY['object', 'array']::pg_catalog.text[])
         ORDER BY ev.inbox_id, ev.svix_id
@@ -1693,6 +1864,9 @@ BEGIN
             IF e.event_type OPERATOR(pg_catalog.=) 'continuous_query.result_table.changed' THEN
                 PERFORM junction._upsert_sense(ARRAY[ROW(e.seq, e.user_id, 'result_table', e.event_type,
                                                          e.received_at, e.obj)::junction.typing_item]);
+            ELSIF e.event_type OPERATOR(pg_catalog.~~) 'lab_report.parsing_job.%' THEN
+                PERFORM junction._upsert_lab_report_jobs(ARRAY[ROW(e.seq, e.user_id, 'parsing_job', e.event_type,
+                                                                   e.received_at, e.obj)::junction.typing_item]);
             ELSIF e.event_type OPERATOR(pg_catalog.=) 'labtest.result.critical' THEN
                 PERFORM junction._upsert_lab_critical(ARRAY[ROW(e.seq, e.user_id, 'result', e.event_type,
                                                                 e.received_at, e.obj)::junction.typing_item]);
