@@ -641,6 +641,8 @@ DECLARE
     items junction.typing_item[];
     o     record;
     n     bigint := 0;
+    msg   text;
+    state text;
 BEGIN
     SELECT array_agg(ROW(junction._next_received_seq(), (e.value ->> 'user_id')::uuid, 'order', NULL,
                          now(), e.value)::junction.typing_item ORDER BY e.ordinality)
@@ -651,17 +653,27 @@ BEGIN
         RETURN 0;
     END IF;
     n := junction._upsert_lab_orders(items);
-    -- the results of completed orders, now, as the queue would
+    -- the results of the orders this queued, now, as the queue would; one that cannot be fetched
+    -- now stays pending (the backfill worker retries it) with the error to see
     FOR o IN SELECT l.user_id, l.id FROM junction.lab_orders AS l
              WHERE l.result_fetch_status = 'pending'
                AND (l.user_id, l.id) IN (SELECT i.user_id, (i.obj ->> 'id')::uuid FROM unnest(items) AS i)
              ORDER BY 1, 2
     LOOP
-        n := n + junction._load_lab_results(o.user_id, o.id, @extschema@.junction_lab_results(o.id));
-        UPDATE junction.lab_orders AS l
-        SET result_fetch_status = 'done', result_fetch_error = NULL, result_sqlstate = NULL,
-            result_next_attempt_at = NULL
-        WHERE l.user_id = o.user_id AND l.id = o.id;
+        BEGIN
+            n := n + junction._load_lab_results(o.user_id, o.id, @extschema@.junction_lab_results(o.id));
+            UPDATE junction.lab_orders AS l
+            SET result_fetch_status = 'done', result_fetch_error = NULL, result_sqlstate = NULL,
+                result_next_attempt_at = NULL
+            WHERE l.user_id = o.user_id AND l.id = o.id;
+        EXCEPTION WHEN query_canceled THEN
+            RAISE;
+        WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+            UPDATE junction.lab_orders AS l
+            SET result_fetch_error = left(msg, 2000), result_sqlstate = state
+            WHERE l.user_id = o.user_id AND l.id = o.id;
+        END;
     END LOOP;
     RETURN n;
 END
