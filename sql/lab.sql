@@ -136,24 +136,50 @@ SELECT id, order_id, type, provider, status, event_status, start_at AT TIME ZONE
        updated_at AT TIME ZONE 'UTC' AS updated_utc
 FROM junction.lab_appointments WHERE user_id = :'alice';
 
--- 2. Order independence: four versions of one order (received, collecting_sample, completed, and a
---    same-updated_at redelivery of the completed one), plus a Svix redelivery, delivered in three
---    orders and batchings; the table ends the same, and only the newest version is kept.
+-- 2. Order independence: four versions of one order, a Svix redelivery, three versions of its
+--    appointment and two of its critical result, delivered in four orders and batchings (shuffled,
+--    duplicated, stale); the tables end the same, and only the newest versions are kept.
 CREATE TEMP TABLE lab_versions (n int, svix_id text, body jsonb);
 INSERT INTO lab_versions VALUES
   (1, 'msg_lab_oi_1', pg_temp.order_event('labtest.order.created', pg_temp.order_v(:'alice', '0190b2a7-0000-7000-8000-0000000000b1', 'received', 'received.testkit.ordered', '2020-01-01T00:00:00Z'))),
   (2, 'msg_lab_oi_2', pg_temp.order_event('labtest.order.updated', pg_temp.order_v(:'alice', '0190b2a7-0000-7000-8000-0000000000b1', 'collecting_sample', 'collecting_sample.testkit.transit_customer', '2020-01-02T00:00:00Z'))),
   (3, 'msg_lab_oi_3', pg_temp.order_event('labtest.order.updated', pg_temp.order_v(:'alice', '0190b2a7-0000-7000-8000-0000000000b1', 'completed', 'completed.testkit.completed', '2020-01-05T00:00:00+00:00'))),
   (4, 'msg_lab_oi_4', pg_temp.order_event('labtest.order.updated', pg_temp.order_v(:'alice', '0190b2a7-0000-7000-8000-0000000000b1', 'sample_with_lab', 'sample_with_lab.testkit.delivered_to_lab', '2020-01-04T00:00:00Z'))),
-  (5, 'msg_lab_oi_2', pg_temp.order_event('labtest.order.updated', pg_temp.order_v(:'alice', '0190b2a7-0000-7000-8000-0000000000b1', 'collecting_sample', 'collecting_sample.testkit.transit_customer', '2020-01-02T00:00:00Z')));
+  (5, 'msg_lab_oi_2', pg_temp.order_event('labtest.order.updated', pg_temp.order_v(:'alice', '0190b2a7-0000-7000-8000-0000000000b1', 'collecting_sample', 'collecting_sample.testkit.transit_customer', '2020-01-02T00:00:00Z'))),
+  -- the order's appointment: requested, scheduled, completed (no updated_at: its newest event counts)
+  (6, 'msg_lab_oi_6', jsonb_build_object('event_type', 'labtest.appointment.created', 'user_id', :'alice',
+       'data', jsonb_build_object('id', '0190b2a7-0000-7000-8000-0000000000e1', 'user_id', :'alice',
+                                  'order_id', '0190b2a7-0000-7000-8000-0000000000b1', 'status', 'pending', 'event_status', 'pending',
+                                  'events', '[{"created_at": "2020-01-02T01:00:00Z", "status": "pending"}]'::jsonb))),
+  (7, 'msg_lab_oi_7', jsonb_build_object('event_type', 'labtest.appointment.updated', 'user_id', :'alice',
+       'data', jsonb_build_object('id', '0190b2a7-0000-7000-8000-0000000000e1', 'user_id', :'alice',
+                                  'order_id', '0190b2a7-0000-7000-8000-0000000000b1', 'status', 'confirmed', 'event_status', 'scheduled',
+                                  'events', '[{"created_at": "2020-01-02T01:00:00Z", "status": "pending"},
+                                              {"created_at": "2020-01-02T02:00:00Z", "status": "scheduled"}]'::jsonb))),
+  (8, 'msg_lab_oi_8', jsonb_build_object('event_type', 'labtest.appointment.updated', 'user_id', :'alice',
+       'data', jsonb_build_object('id', '0190b2a7-0000-7000-8000-0000000000e1', 'user_id', :'alice',
+                                  'order_id', '0190b2a7-0000-7000-8000-0000000000b1', 'status', 'completed', 'event_status', 'completed',
+                                  'events', '[{"created_at": "2020-01-02T01:00:00Z", "status": "pending"},
+                                              {"created_at": "2020-01-02T02:00:00Z", "status": "scheduled"},
+                                              {"created_at": "2020-01-03T09:00:00Z", "status": "completed"}]'::jsonb))),
+  -- a critical result, then its newer (final) version
+  (9, 'msg_lab_oi_9', jsonb_build_object('event_type', 'labtest.result.critical', 'user_id', :'alice',
+       'data', jsonb_build_object('order_id', '0190b2a7-0000-7000-8000-0000000000b1', 'status', 'partial',
+                                  'interpretation', 'critical', 'updated_at', '2020-01-04T12:00:00Z'))),
+  (10, 'msg_lab_oi_10', jsonb_build_object('event_type', 'labtest.result.critical', 'user_id', :'alice',
+       'data', jsonb_build_object('order_id', '0190b2a7-0000-7000-8000-0000000000b1', 'status', 'final',
+                                  'interpretation', 'critical', 'updated_at', '2020-01-05T12:00:00Z')));
 CREATE TEMP TABLE lab_runs (run text, status text, low_level_status text, updated_at timestamptz,
-                            result_fetch_status text, fingerprint text);
+                            result_fetch_status text, critical boolean, appointment_status text,
+                            critical_status text, fingerprint text);
 CREATE FUNCTION pg_temp.lab_run(run text, orders int[], batch int) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
   k int := 0;
   v int;
 BEGIN
   DELETE FROM junction.lab_orders WHERE id = '0190b2a7-0000-7000-8000-0000000000b1';
+  DELETE FROM junction.lab_appointments WHERE id = '0190b2a7-0000-7000-8000-0000000000e1';
+  DELETE FROM junction.lab_critical_results WHERE order_id = '0190b2a7-0000-7000-8000-0000000000b1';
   DELETE FROM junction.events WHERE svix_id LIKE 'msg_lab_oi_%';
   DELETE FROM junction.inbox WHERE headers ->> 'svix-id' LIKE 'msg_lab_oi_%';
   FOREACH v IN ARRAY orders LOOP
@@ -163,16 +189,22 @@ BEGIN
   END LOOP;
   PERFORM junction_process_inbox();
   INSERT INTO lab_runs
-  SELECT run, o.status, o.low_level_status, o.updated_at, o.result_fetch_status,
-         md5((to_jsonb(o) - 'received_seq')::text)
-  FROM junction.lab_orders AS o WHERE o.id = '0190b2a7-0000-7000-8000-0000000000b1';
+  SELECT run, o.status, o.low_level_status, o.updated_at, o.result_fetch_status, o.critical, a.status, c.status,
+         md5((to_jsonb(o) - 'received_seq')::text || (to_jsonb(a) - 'received_seq')::text
+             || (to_jsonb(c) - 'received_seq' - 'received_at')::text)
+  FROM junction.lab_orders AS o
+  JOIN junction.lab_appointments AS a ON a.id = '0190b2a7-0000-7000-8000-0000000000e1'
+  JOIN junction.lab_critical_results AS c ON c.order_id = o.id
+  WHERE o.id = '0190b2a7-0000-7000-8000-0000000000b1';
 END $$;
 BEGIN;
-SELECT pg_temp.lab_run('in order', ARRAY[1, 2, 4, 3, 5], 10);
-SELECT pg_temp.lab_run('reversed, one at a time', ARRAY[5, 3, 4, 2, 1], 1);
-SELECT pg_temp.lab_run('shuffled, duplicated, pairs', ARRAY[4, 3, 1, 5, 3, 2, 1, 4], 2);
+SELECT pg_temp.lab_run('in order', ARRAY[1, 2, 6, 7, 8, 4, 9, 3, 10, 5], 20);
+SELECT pg_temp.lab_run('reversed, one at a time', ARRAY[10, 5, 3, 9, 4, 8, 7, 6, 2, 1], 1);
+SELECT pg_temp.lab_run('shuffled, duplicated, pairs', ARRAY[4, 8, 3, 1, 10, 5, 3, 7, 2, 9, 1, 6, 4, 8], 2);
+SELECT pg_temp.lab_run('shuffled, triples', ARRAY[7, 9, 2, 10, 6, 3, 1, 4, 8, 5], 3);
 COMMIT;
-SELECT run, status, low_level_status, updated_at AT TIME ZONE 'UTC' AS updated_utc, result_fetch_status FROM lab_runs ORDER BY run;
+SELECT run, status, low_level_status, updated_at AT TIME ZONE 'UTC' AS updated_utc, result_fetch_status, critical,
+       appointment_status, critical_status FROM lab_runs ORDER BY run;
 SELECT count(DISTINCT fingerprint) AS distinct_end_states FROM lab_runs;
 -- a stale version arriving after the newest changes nothing (and does not re-queue the fetch)
 UPDATE junction.lab_orders SET result_fetch_status = 'done' WHERE id = '0190b2a7-0000-7000-8000-0000000000b1';
@@ -189,6 +221,8 @@ SELECT junction_process_inbox() AS handled;
 COMMIT;
 SELECT status, data ->> 'notes' AS notes, result_fetch_status FROM junction.lab_orders WHERE id = '0190b2a7-0000-7000-8000-0000000000b1';
 DELETE FROM junction.lab_orders WHERE id = '0190b2a7-0000-7000-8000-0000000000b1';
+DELETE FROM junction.lab_appointments WHERE id = '0190b2a7-0000-7000-8000-0000000000e1';
+DELETE FROM junction.lab_critical_results WHERE order_id = '0190b2a7-0000-7000-8000-0000000000b1';
 
 -- 3. The automatic result fetch: the completed order is queued; the backfill queue fetches
 --    GET /v3/order/{id}/result (the spec's LabResultsRaw example shape) into junction.lab_results.
