@@ -495,5 +495,39 @@ SELECT o.lab_test_name, r.name, r.result, r.unit, r.reference_range,
 FROM junction.lab_results AS r JOIN junction.lab_orders AS o ON o.user_id = r.user_id AND o.id = r.order_id
 WHERE r.is_above_max_range OR r.is_below_min_range
 ORDER BY r.name;
+-- 8. By themselves: the "junction backfill" background worker fetches a completed order's results
+--    once it has a key (it claims nothing without one, which is why the jobs above were ours).
+--    The 404 order of section 6 is parked first, so the worker has only this job. Waits at most 30 s.
+UPDATE junction.lab_orders SET result_fetch_status = 'failed' WHERE id = '0190b2a7-0000-7000-8000-000000001003';
+\set o5 '0190b2a7-0000-7000-8000-0000000000b5'
+SELECT pg_temp.mock('POST', 'lab', jsonb_build_object('results', jsonb_build_object(:'o5',
+  '{"metadata": {"status": "final"}, "results": [{"name": "Ferritin", "slug": "ferritin", "result": "12",
+    "value": 12, "type": "numeric", "unit": "ng/mL", "min_range_value": 30, "max_range_value": 400,
+    "is_below_min_range": true, "interpretation": "abnormal"}]}'::jsonb))) ->> 'results' AS mock_results;
+ALTER SYSTEM SET junction.api_base_url = :'mock';
+ALTER SYSTEM SET junction.api_key = 'sk_us_test_key';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT pg_temp.deliver('msg_lab_auto', pg_temp.order_event('labtest.order.updated',
+         pg_temp.order_v(:'alice', :'o5', 'completed', 'completed.walk_in_test.completed', '2020-06-01T00:00:00Z'))) > 0 AS delivered;
+DO $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '30 seconds';
+    st text;
+BEGIN
+    LOOP
+        SELECT result_fetch_status INTO st FROM junction.lab_orders WHERE id = '0190b2a7-0000-7000-8000-0000000000b5';
+        EXIT WHEN st IN ('done', 'failed') OR clock_timestamp() > deadline;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+    RAISE NOTICE 'worker lab result fetch: %', coalesce(st, 'no order row');
+END
+$$;
+SELECT status, result_fetch_status, result_attempts, result_metadata ->> 'status' AS result_status
+FROM junction.lab_orders WHERE id = :'o5';
+SELECT slug, result, unit, is_below_min_range, interpretation FROM junction.lab_results WHERE order_id = :'o5';
+ALTER SYSTEM RESET junction.api_base_url;
+ALTER SYSTEM RESET junction.api_key;
+SELECT pg_reload_conf();
 RESET junction.http_retries;
 RESET timezone;

@@ -1,7 +1,8 @@
 /*
  * backfill.c — the backfill worker: one job at a time, outside any inbox
  * transaction.  At start it puts jobs a crash left running back to pending;
- * then it claims one due job (a historical.data.* range or a workout stream),
+ * then it claims one due job (a historical.data.* range, a workout stream, or
+ * a lab order's results),
  * runs it (fetch + load + mark done), or records its failure (retried later
  * or failed), each in its own transaction.  The SQL is in src/install/65_backfill.sql;
  * what this worker shares with the inbox worker is in bgw.c.

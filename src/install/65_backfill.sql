@@ -1,6 +1,7 @@
 -- ---------------------------------------------------------------------------------------------
--- The backfill queue: historical.data.* completions (junction.backfills) and workout stream
--- notifications (junction.workout_streams). The worker runs claim / run / failed in three
+-- The backfill queue: historical.data.* completions (junction.backfills), workout stream
+-- notifications (junction.workout_streams) and lab orders whose results are due
+-- (junction.lab_orders.result_fetch_status, src/install/37_lab.sql). The worker runs claim / run / failed in three
 -- transactions; junction_backfill_now() runs the same loop in the caller's transaction.
 -- ---------------------------------------------------------------------------------------------
 CREATE TYPE junction.backfill_job AS (
