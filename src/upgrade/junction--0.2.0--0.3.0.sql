@@ -1840,16 +1840,18 @@ REVOKE ALL ON junction.lab_orders, junction.lab_appointments, junction.lab_resul
                junction.lab_critical_results, junction.lab_critical_alerts,
                junction.sense_queries, junction.sense_results,
                junction.lab_report_parsing_jobs, junction.lab_report_results FROM PUBLIC;
+-- every function of the extension but the three pure ones is for superusers (99_privileges)
 DO $revoke$
 DECLARE
     f regprocedure;
 BEGIN
     FOR f IN
         SELECT p.oid::regprocedure
-        FROM pg_catalog.pg_proc AS p
-        JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
-        WHERE p.proname OPERATOR(pg_catalog.=) ANY (ARRAY['_lab_latest_event', '_lab_results_due', '_upsert_lab_orders', '_upsert_lab_appointments', '_upsert_lab_critical', '_lab_report_status_rank', '_upsert_lab_report_jobs', '_load_lab_results', 'junction_lab_orders', 'junction_lab_order', 'junction_lab_results', 'junction_sync_lab', 'junction_lab_acknowledge_critical', '_lab_result_run', '_lab_result_failed', '_sense_rows', '_sense_check_types', '_upsert_sense', 'junction_sense_result_table', 'junction_sync_sense', 'junction_sense_define']::pg_catalog.name[])
-          AND (n.nspname OPERATOR(pg_catalog.=) 'junction' OR p.proname OPERATOR(pg_catalog.~~) 'junction\_%')
+        FROM pg_catalog.pg_depend AS d
+        JOIN pg_catalog.pg_proc AS p ON p.oid = d.objid
+        WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.deptype = 'e'
+          AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension AS e WHERE e.extname = 'junction')
+          AND p.proname NOT IN ('junction_verify_webhook', 'junction_webhook_is_valid', 'junction_sign_webhook')
     LOOP
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;
