@@ -82,18 +82,22 @@ SELECT pg_temp.deliver('msg_sense_bad_type', pg_temp.changed('[{"query_id": "4ba
   "mean.sleep_score": [70, "high"]}}]')) > 0 AS delivered;
 SELECT junction_process_inbox() AS handled;
 COMMIT;
--- a query without group_key.N columns needs its group key registered
+-- a query without group_key.N columns needs its group key registered; ragged columns, a data
+-- object instead of an array and a bad query id are quarantined; an empty change set is fine
 BEGIN;
 SELECT pg_temp.deliver('msg_sense_no_key', pg_temp.changed('[{"query_id": "0190b2a4-0000-7000-8000-000000000053",
   "query_slug": "custom", "data": {"day": ["2025-02-17"], "n": [3]}}]')) > 0 AS delivered;
 SELECT pg_temp.deliver('msg_sense_ragged', pg_temp.changed('[{"query_id": "0190b2a4-0000-7000-8000-000000000053",
   "query_slug": "ragged", "data": {"group_key.0": ["2025-02-17", "2025-02-18"], "n": [3]}}]')) > 0 AS delivered;
 SELECT pg_temp.deliver('msg_sense_object', jsonb_set(pg_temp.changed('[]'), '{data}', '{"query_slug": "x"}')) > 0 AS delivered;
+SELECT pg_temp.deliver('msg_sense_empty', pg_temp.changed('[{"query_id": "0190b2a4-0000-7000-8000-000000000054",
+  "query_slug": "nothing-new", "data": {}}]')) > 0 AS delivered;
 SELECT pg_temp.deliver('msg_sense_bad_id', pg_temp.changed('[{"query_id": 7, "query_slug": "x", "data": {"group_key.0": []}}]')) > 0 AS delivered;
 SELECT junction_process_inbox() AS handled;
 COMMIT;
 SELECT substr(headers ->> 'svix-id', 11) AS delivery, status, sqlstate, error FROM junction.inbox
-WHERE headers ->> 'svix-id' IN ('msg_sense_bad_type', 'msg_sense_no_key', 'msg_sense_ragged', 'msg_sense_object', 'msg_sense_bad_id')
+WHERE headers ->> 'svix-id' IN ('msg_sense_bad_type', 'msg_sense_no_key', 'msg_sense_ragged', 'msg_sense_object', 'msg_sense_bad_id',
+                               'msg_sense_empty')
 ORDER BY 1;
 SELECT junction_sense_define('custom', '{"day": "date", "n": "integer"}', ARRAY['day']) AS view;
 BEGIN;

@@ -1448,6 +1448,9 @@ BEGIN
         RAISE EXCEPTION 'continuous query %: the result table must be an object of columns, not %',
             quote_literal(query_slug), coalesce(jsonb_typeof(tbl), 'null') USING ERRCODE = '22023';
     END IF;
+    IF tbl = '{}'::jsonb THEN
+        RETURN;     -- no columns, no rows
+    END IF;
     SELECT array_agg(DISTINCT CASE jsonb_typeof(c.value) WHEN 'array' THEN jsonb_array_length(c.value) ELSE -1 END)
       INTO lengths
     FROM jsonb_each(tbl) AS c;
