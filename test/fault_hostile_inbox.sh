@@ -95,7 +95,7 @@ SELECT put('truncated_json', now(), sig('msg_h21', left(jx_test_body(21), 100)),
   'quarantined|22P02|webhook body is not valid JSON: The input string ended unexpectedly.');
 SELECT put('user_not_uuid', now(), sig('msg_h22', jsonb_set(jx_test_body(22)::jsonb, '{user_id}', '"u-22"')::text),
   jsonb_set(jx_test_body(22)::jsonb, '{user_id}', '"u-22"')::text,
-  'quarantined|22P02|daily.data.steps.created: user_id ''u-22'' is not a uuid');
+  'quarantined|22P02|daily.data.steps.created: user_id "u-22" is not a uuid');
 -- the deliveries behind them
 INSERT INTO junction.inbox (headers, body)
 SELECT d.headers, d.body FROM generate_series(0, 999) i, LATERAL jx_test_delivery(i, '$SECRET', extract(epoch FROM now())::bigint) d;
@@ -134,8 +134,8 @@ CREATE FUNCTION sig(id text, body text) RETURNS jsonb LANGUAGE sql AS \$\$
 \$\$;
 -- chr() in a single-byte database gives the raw byte
 CREATE TABLE bodies AS SELECT
-  '{"event_type": "labtest.order.created", "user_id": "0190b2a0-0000-7000-8000-000000000001", "data": {"id": "o1", "note": "caf' || chr(233) || '"}}' AS latin1,
-  '{"event_type": "labtest.order.created", "user_id": "0190b2a0-0000-7000-8000-000000000001", "data": {"id": "o2", "note": "caf' || chr(195) || chr(169) || '"}}' AS utf8;
+  '{"event_type": "labtest.order.created", "user_id": "0190b2a0-0000-7000-8000-000000000001", "data": {"id": "0190b2a7-0000-7000-8000-0000000000f1", "note": "caf' || chr(233) || '"}}' AS latin1,
+  '{"event_type": "labtest.order.created", "user_id": "0190b2a0-0000-7000-8000-000000000001", "data": {"id": "0190b2a7-0000-7000-8000-0000000000f2", "note": "caf' || chr(195) || chr(169) || '"}}' AS utf8;
 INSERT INTO junction.inbox (headers, body)
 SELECT sig('msg_enc_latin1', latin1), latin1 FROM bodies UNION ALL
 SELECT sig('msg_enc_utf8', utf8), utf8 FROM bodies UNION ALL
@@ -179,7 +179,7 @@ x_sql=$(xids_for "${i3/BAD/$bad_uuid} $resign")
 echo "       XIDs for 500 rows: clean $x_clean, 5 truncated bodies $x_c, 5 bad uuids $x_sql"
 check "5 bad uuids in 500: bisected, at most 2*5*log2(500) subtransactions, not 500 ($x_sql XIDs)" "[ $x_sql -le 92 ] && [ $x_sql -gt $x_clean ]"
 check "and exactly those 5 quarantined with their own reason" \
-    "[ \"\$(q \"SELECT count(*) FILTER (WHERE sqlstate = '22P02' AND error ~ '^daily\\.data\\.[a-z]+\\.created: user_id ''u-bad'' is not a uuid\$') || '|' || count(*) FROM junction.inbox WHERE status = 'quarantined'\" junction_clean)\" = '5|5' ]"
+    "[ \"\$(q \"SELECT count(*) FILTER (WHERE sqlstate = '22P02' AND error ~ '^daily\\.data\\.[a-z]+\\.created: user_id \\\"u-bad\\\" is not a uuid\$') || '|' || count(*) FROM junction.inbox WHERE status = 'quarantined'\" junction_clean)\" = '5|5' ]"
 check "the other 495 processed" \
     "[ \$(q \"SELECT count(*) FROM junction.inbox WHERE status = 'processed'\" junction_clean) = 495 ]"
 
