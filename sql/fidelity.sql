@@ -64,6 +64,10 @@ WHERE s.user_id = '0190b2a0-0000-7000-8000-0000000000e1' AND s.resource = 'steps
 -- 5. the user of an event: the top-level user_id, else data.user_id; a uuid, for every family
 SELECT e.svix_id, e.event_type, e.user_id, e.resource
 FROM junction.events AS e WHERE e.svix_id LIKE 'msg_fid_labtest%' ORDER BY 1;
+-- lab events are typed (junction.lab_orders): the order whose user is only in data.user_id, and
+-- none of the quarantined ones
+SELECT o.user_id, o.id, o.status, o.updated_at AT TIME ZONE 'UTC' AS updated_utc
+FROM junction.lab_orders AS o WHERE o.id::text LIKE '0190b2a7-0000-7000-8000-00000000000_' ORDER BY o.id;
 -- a malformed or missing user quarantines a typed event exactly as an untyped one
 BEGIN;
 SELECT pg_temp.deliver('msg_fid2_steps_bad_user', '{"event_type": "daily.data.steps.created",

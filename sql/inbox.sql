@@ -9,7 +9,7 @@ LANGUAGE sql AS $$
   SELECT jsonb_build_object('svix-id', id, 'svix-timestamp', extract(epoch FROM ts)::bigint::text,
                             'svix-signature', junction_sign_webhook(secret, id, extract(epoch FROM ts)::bigint, body))
 $$;
-\set ev '{"event_type":"labtest.order.created","user_id":"0190b2a0-0000-7000-8000-000000000001","client_user_id":"c1","team_id":"0190b2a0-0000-7000-8000-00000000aaaa","data":{"id":"o1"}}'
+\set ev '{"event_type":"labtest.order.created","user_id":"0190b2a0-0000-7000-8000-000000000001","client_user_id":"c1","team_id":"0190b2a0-0000-7000-8000-00000000aaaa","data":{"id":"0190b2a7-0000-7000-8000-0000000000a1"}}'
 
 -- 1. No secret: deliveries wait, and the status view says why.
 BEGIN;

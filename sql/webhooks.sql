@@ -5,7 +5,7 @@ SET junction.management_base_url = :'mock';
 SET junction.management_key = 'mg_test_key';
 SET junction.org_id = '0190b2a0-0000-7000-8000-0000000000a1';
 SET junction.team_id = '0190b2a0-0000-7000-8000-0000000000b2';
-\set ev '{"event_type":"labtest.order.created","user_id":"0190b2a0-0000-7000-8000-000000000001","client_user_id":"c","team_id":"0190b2a0-0000-7000-8000-00000000aaaa","data":{"id":"x"}}'
+\set ev '{"event_type":"labtest.order.created","user_id":"0190b2a0-0000-7000-8000-000000000001","client_user_id":"c","team_id":"0190b2a0-0000-7000-8000-00000000aaaa","data":{"id":"0190b2a7-0000-7000-8000-0000000000a2"}}'
 
 -- helpers: the mock's control API, error fields, signed deliveries
 CREATE FUNCTION pg_temp.mock(method text, path text, body jsonb DEFAULT NULL) RETURNS integer
@@ -44,7 +44,7 @@ $$;
 CREATE PROCEDURE pg_temp.deliver(secrets text[], prefix text, n integer)
 LANGUAGE plpgsql AS $$
 DECLARE
-    body text := '{"event_type":"labtest.order.created","user_id":"0190b2a0-0000-7000-8000-000000000001","client_user_id":"c","team_id":"0190b2a0-0000-7000-8000-00000000aaaa","data":{"id":"x"}}';
+    body text := '{"event_type":"labtest.order.created","user_id":"0190b2a0-0000-7000-8000-000000000001","client_user_id":"c","team_id":"0190b2a0-0000-7000-8000-00000000aaaa","data":{"id":"0190b2a7-0000-7000-8000-0000000000a2"}}';
     ts   bigint;
     mid  text;
 BEGIN

@@ -26,7 +26,7 @@ CREATE FUNCTION pg_temp.signed(id text, body text) RETURNS jsonb LANGUAGE sql AS
   SELECT jsonb_build_object('svix-id', id, 'svix-timestamp', extract(epoch FROM now())::bigint::text,
            'svix-signature', junction_sign_webhook('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', id, extract(epoch FROM now())::bigint, body))
 $$;
-\set ev '{"event_type":"labtest.order.created","user_id":"0190b2a0-0000-7000-8000-000000000001","client_user_id":"c1","team_id":"0190b2a0-0000-7000-8000-00000000aaaa","data":{"id":"o1"}}'
+\set ev '{"event_type":"labtest.order.created","user_id":"0190b2a0-0000-7000-8000-000000000001","client_user_id":"c1","team_id":"0190b2a0-0000-7000-8000-00000000aaaa","data":{"id":"0190b2a7-0000-7000-8000-0000000000a1"}}'
 INSERT INTO junction.webhook_secrets (secret) VALUES (:'s1');
 
 -- A long poll interval: only the commit-time wake-up can drain within the deadline.

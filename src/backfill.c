@@ -2,12 +2,13 @@
  * backfill.c — a backfill worker (junction.backfill_workers of them): one job
  * at a time each, outside any inbox transaction.  At start it puts jobs left
  * running by a backend that is gone back to pending; then it claims one due job
- * (a historical.data.* range or a workout stream; SKIP LOCKED, fairly across
- * users) and runs it one step per transaction: each step loads one page and
- * commits it with the job's checkpoint, so a crash, a restart or a failure
- * resumes at the page it stopped at.  A failure is recorded (retried later or
- * failed) in a transaction of its own.  The SQL is in src/install/65_backfill.sql;
- * what this worker shares with the inbox workers is in bgw.c.
+ * (a lab order's results, a historical.data.* range or a workout stream; SKIP
+ * LOCKED, fairly across users) and runs it one step per transaction: each step
+ * loads one page and commits it with the job's checkpoint, so a crash, a restart
+ * or a failure resumes at the page it stopped at.  A failure is recorded
+ * (retried later or failed) in a transaction of its own.  The SQL is in
+ * src/install/65_backfill.sql; what this worker shares with the inbox workers is
+ * in bgw.c.
  */
 #include "postgres.h"
 

@@ -134,8 +134,8 @@ CREATE FUNCTION sig(id text, body text) RETURNS jsonb LANGUAGE sql AS \$\$
 \$\$;
 -- chr() in a single-byte database gives the raw byte
 CREATE TABLE bodies AS SELECT
-  '{"event_type": "labtest.order.created", "user_id": "0190b2a0-0000-7000-8000-000000000001", "data": {"id": "o1", "note": "caf' || chr(233) || '"}}' AS latin1,
-  '{"event_type": "labtest.order.created", "user_id": "0190b2a0-0000-7000-8000-000000000001", "data": {"id": "o2", "note": "caf' || chr(195) || chr(169) || '"}}' AS utf8;
+  '{"event_type": "labtest.order.created", "user_id": "0190b2a0-0000-7000-8000-000000000001", "data": {"id": "0190b2a7-0000-7000-8000-0000000000f1", "note": "caf' || chr(233) || '"}}' AS latin1,
+  '{"event_type": "labtest.order.created", "user_id": "0190b2a0-0000-7000-8000-000000000001", "data": {"id": "0190b2a7-0000-7000-8000-0000000000f2", "note": "caf' || chr(195) || chr(169) || '"}}' AS utf8;
 INSERT INTO junction.inbox (headers, body)
 SELECT sig('msg_enc_latin1', latin1), latin1 FROM bodies UNION ALL
 SELECT sig('msg_enc_utf8', utf8), utf8 FROM bodies UNION ALL

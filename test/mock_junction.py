@@ -50,6 +50,10 @@ CONTROL_HELP = {
                           "Transfer-Encoding: chunked without Content-Length",
     "GET /_mock/faults": "pending fault rules",
     "DELETE /_mock/faults": "clear pending faults",
+    "POST /_mock/lab": "{orders: [ClientFacingOrder], results: {order_id: LabResultsRaw}} -> served by /v3/orders, "
+                       "/v3/order/{id}, /v3/order/{id}/result",
+    "POST /_mock/sense": "{user_id, query, table: {column: [values]}} -> served by "
+                         "/aggregate/v1/user/{user_id}/continuous_query/{query}/result_table",
     "POST /_mock/reset": "clear faults, users, webhooks, counters, request log, caches; config back to CLI",
     "GET /_mock/requests": "last 1000 requests (?since=SEQ&limit=N&path_prefix=P)",
     "DELETE /_mock/requests": "clear the request log",
@@ -812,6 +816,9 @@ class Mock:
             self.wh_seq = 0
             self.faults = []
             self.fault_seq = 0
+            self.lab_orders = collections.OrderedDict()   # order id -> ClientFacingOrder
+            self.lab_results = {}                          # order id -> LabResultsRaw
+            self.sense_tables = {}                         # (user_id, query id or slug) -> {column: [values]}
             self.requests = collections.deque(maxlen=1000)
             self.req_seq = 0
             self.stats = {"total": 0, "by_prefix": collections.Counter(), "by_route": collections.Counter(),
@@ -1435,6 +1442,52 @@ def h_delivery_metric(m, req, org_id, team_id, env):
     return 200, {"status": "success", "data": {"resultType": "matrix", "result": []}}
 
 
+# --------------------------------------------------------------------------- lab testing, Sense
+# Shapes from Junction's OpenAPI spec: GET /v3/orders -> GetOrdersResponse {orders, total, page,
+# size} (page >= 1 default 1, size 1..100 default 50, filter user_id); GET /v3/order/{order_id} ->
+# ClientFacingOrder; GET /v3/order/{order_id}/result -> LabResultsRaw {metadata, results,
+# missing_results, sample_information}. The orders and results are seeded with POST /_mock/lab.
+# Sense: GET /aggregate/v1/user/{user_id}/continuous_query/{query}/result_table -> the columnar
+# table ({column: [values]}), seeded with POST /_mock/sense.
+
+def h_lab_orders(m, req):
+    page = parse_int(req.query, "page", 1, lo=1)
+    size = parse_int(req.query, "size", 50, lo=1, hi=100)
+    user_id = req.query.get("user_id")
+    if user_id:
+        user_id = parse_uuid(user_id, ("query", "user_id"))
+    with m.lock:
+        orders = [o for o in m.lab_orders.values() if not user_id or o.get("user_id") == user_id]
+    return 200, {"orders": orders[(page - 1) * size:page * size], "total": len(orders), "page": page, "size": size}
+
+
+def h_lab_order(m, req, order_id):
+    oid = parse_uuid(order_id, ("path", "order_id"))
+    with m.lock:
+        o = m.lab_orders.get(oid)
+    if o is None:
+        raise ApiError(404, "Order not found")
+    return 200, o
+
+
+def h_lab_result(m, req, order_id):
+    oid = parse_uuid(order_id, ("path", "order_id"))
+    with m.lock:
+        r = m.lab_results.get(oid)
+    if r is None:
+        raise ApiError(404, "Results not found")
+    return 200, r
+
+
+def h_sense_result_table(m, req, user_id, query):
+    uid = parse_uuid(user_id, ("path", "user_id"))
+    with m.lock:
+        t = m.sense_tables.get((uid, query))
+    if t is None:
+        raise ApiError(404, "Continuous query not found")
+    return 200, t
+
+
 MG = r"^/v1/org/(?P<org_id>[^/]+)/team/(?P<team_id>[^/]+)/(?P<env>[^/]+)"
 ROUTES = [(meth, re.compile(rx), fn, auth, tmpl) for meth, rx, fn, auth, tmpl in [
     ("GET", r"^/v2/summary/(?P<resource>[^/]+)/(?P<user_id>[^/]+)$", h_summary, "data",
@@ -1457,6 +1510,11 @@ ROUTES = [(meth, re.compile(rx), fn, auth, tmpl) for meth, rx, fn, auth, tmpl in
     ("DELETE", r"^/v2/user/(?P<user_id>[^/]+)$", h_user_delete, "data", "/v2/user/{user_id}"),
     ("DELETE", r"^/v2/user/(?P<user_id>[^/]+)/(?P<provider>[^/]+)$", h_deregister, "data",
      "/v2/user/{user_id}/{provider}"),
+    ("GET", r"^/v3/orders$", h_lab_orders, "data", "/v3/orders"),
+    ("GET", r"^/v3/order/(?P<order_id>[^/]+)$", h_lab_order, "data", "/v3/order/{order_id}"),
+    ("GET", r"^/v3/order/(?P<order_id>[^/]+)/result$", h_lab_result, "data", "/v3/order/{order_id}/result"),
+    ("GET", r"^/aggregate/v1/user/(?P<user_id>[^/]+)/continuous_query/(?P<query>[^/]+)/result_table$",
+     h_sense_result_table, "data", "/aggregate/v1/user/{user_id}/continuous_query/{query}/result_table"),
     ("GET", r"^/v2/introspect/resources$", h_introspect_resources, "data", "/v2/introspect/resources"),
     ("GET", r"^/v2/introspect/historical_pull$", h_introspect_historical, "data", "/v2/introspect/historical_pull"),
     ("GET", MG + r"/webhook/?$", h_wh_list, "mgmt", "/v1/org/{org}/team/{team}/{env}/webhook"),
@@ -1495,6 +1553,28 @@ def control(m, req):
             with m.lock:
                 m.faults.clear()
             return 200, {"ok": True}
+    if path == "/_mock/lab" and method == "POST":
+        # {orders: [ClientFacingOrder], results: {order_id: LabResultsRaw}}: added or replaced by id
+        body = req.json_object()
+        orders, results = body.get("orders", []), body.get("results", {})
+        if not isinstance(orders, list) or not isinstance(results, dict):
+            raise validation_error(("body",), "orders must be a list, results an object")
+        with m.lock:
+            for o in orders:
+                if not isinstance(o, dict) or "id" not in o:
+                    raise validation_error(("body", "orders"), "every order needs an id")
+                m.lab_orders[parse_uuid(o["id"], ("body", "orders", "id"))] = o
+            for k, v in results.items():
+                m.lab_results[parse_uuid(k, ("body", "results"))] = v
+            return 200, {"orders": len(m.lab_orders), "results": len(m.lab_results)}
+    if path == "/_mock/sense" and method == "POST":
+        # {user_id, query, table: {column: [values]}}: the result table of that user's query
+        body = req.json_object()
+        if not isinstance(body.get("query"), str) or not isinstance(body.get("table"), dict):
+            raise validation_error(("body",), "query (id or slug) and table are required")
+        with m.lock:
+            m.sense_tables[(parse_uuid(body.get("user_id"), ("body", "user_id")), body["query"])] = body["table"]
+        return 200, {"ok": True}
     if path == "/_mock/reset" and method == "POST":
         m.reset()
         return 200, {"ok": True}

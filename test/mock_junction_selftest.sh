@@ -393,6 +393,51 @@ truthy "historical_pull entry shape" "d['data'][0]['user_id']=='$ALICE' and d['d
 data GET "/v2/introspect/resources?user_id=$ALICE&provider=oura"
 truthy "resources entry shape" "set(d['data'][0]['provider']['oura']['sleep'])=={'last_attempt','oldest_data','newest_data','sent_count'} and d['next_cursor'] is None"
 
+# ------------------------------------------------------------------ lab testing and Sense
+LO1=8679b529-94d0-4b08-9bb6-75245e29b6fe
+python3 - "$U" "$LO1" >"$TMP/lab.json" <<'EOF'
+import json, sys
+u, o1 = sys.argv[1], sys.argv[2]
+orders = [{"id": o1 if i == 0 else "0190b2a7-0000-7000-8000-%012x" % i, "user_id": u if i < 3 else
+           "0190b2a0-0000-7000-8000-000000000099", "status": "received", "updated_at": "2020-01-01T00:00:00Z"}
+          for i in range(7)]
+print(json.dumps({"orders": orders, "results": {o1: {"metadata": {"status": "final"},
+      "results": [{"name": "Glucose", "slug": "glucose", "value": 99, "result": "99", "type": "numeric"}]}}}))
+EOF
+ctl POST lab -H 'Content-Type: application/json' --data-binary @"$TMP/lab.json"
+status "seed lab orders -> 200" 200
+data GET "/v3/orders?page=1&size=5"
+status "GET /v3/orders -> 200" 200
+is "orders page 1 of size 5" 'len(d["orders"])' "5"
+is "orders total, page, size" '[d["total"], d["page"], d["size"]]' "[7, 1, 5]"
+data GET "/v3/orders?page=2&size=5"
+is "orders page 2 has the rest" 'len(d["orders"])' "2"
+data GET "/v3/orders?user_id=$U"
+is "orders filtered by user_id" 'len(d["orders"])' "3"
+data GET "/v3/orders?size=101"
+status "size above 100 -> 422" 422
+data GET "/v3/orders?page=0"
+status "page below 1 -> 422" 422
+data GET "/v3/order/$LO1"
+is "GET /v3/order/{id}" 'd["id"]' "$LO1"
+data GET "/v3/order/0190b2a7-0000-7000-8000-0000000000ff"
+status "unknown order -> 404" 404
+data GET "/v3/order/not-a-uuid"
+status "malformed order id -> 422" 422
+data GET "/v3/order/$LO1/result"
+is "GET /v3/order/{id}/result: LabResultsRaw" '[d["metadata"]["status"], d["results"][0]["slug"]]' '["final", "glucose"]'
+data GET "/v3/order/0190b2a7-0000-7000-8000-000000000001/result"
+status "order without results -> 404" 404
+req GET "/v3/orders"
+status "lab API without key -> 401" 401
+ctl POST sense -H 'Content-Type: application/json' \
+    -d "{\"user_id\": \"$U\", \"query\": \"sleep-analysis-v1\", \"table\": {\"group_key.0\": [\"2025-02-17T00:00:00\"], \"mean.sleep_score\": [76.75]}}"
+status "seed a Sense result table -> 200" 200
+data GET "/aggregate/v1/user/$U/continuous_query/sleep-analysis-v1/result_table"
+is "Sense result table (column-oriented)" 'd["mean.sleep_score"]' "[76.75]"
+data GET "/aggregate/v1/user/$U/continuous_query/unknown/result_table"
+status "unknown continuous query -> 404" 404
+
 # ------------------------------------------------------------------ delete / undo
 data DELETE "/v2/user/$ALICE"
 is "delete user -> success" 'd' '{"success": true}'

@@ -498,19 +498,32 @@ BEGIN
                  WHEN k.family IS NULL THEN NULL
                  WHEN coalesce(jsonb_typeof(x.data), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data', e.event_type))::jsonb
+                 WHEN k.family = 'sense' THEN
+                   CASE WHEN jsonb_typeof(x.data) = 'array' THEN x.data
+                        ELSE junction._fail('22023', format('%s: data must be an array, not %s',
+                                                            e.event_type, jsonb_typeof(x.data)))::jsonb END
                  WHEN jsonb_typeof(x.data) <> 'object' THEN
                    junction._fail('22023', format('%s: data must be an object, not %s',
                                                   e.event_type, jsonb_typeof(x.data)))::jsonb
                  WHEN r.id_field IS NOT NULL
                       AND coalesce(jsonb_typeof(x.data -> r.id_field), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.%s', e.event_type, r.id_field))::jsonb
+                 WHEN k.family IN ('lab_order', 'lab_appointment')
+                      AND coalesce(jsonb_typeof(x.data -> 'id'), 'null') = 'null' THEN
+                   junction._fail('23502', format('%s: missing data.id', e.event_type))::jsonb
+                 WHEN k.family = 'lab_report'
+                      AND coalesce(x.data ->> 'id', x.data ->> 'job_id') IS NULL THEN
+                   junction._fail('23502', format('%s: missing data.id', e.event_type))::jsonb
+                 WHEN k.family = 'lab_critical'
+                      AND coalesce(jsonb_typeof(x.data -> 'order_id'), 'null') = 'null' THEN
+                   junction._fail('23502', format('%s: missing data.order_id', e.event_type))::jsonb
                  WHEN k.family = 'timeseries'
                       AND coalesce(jsonb_typeof(x.data -> 'data'), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.data (the samples)', e.event_type))::jsonb
                  WHEN k.family = 'timeseries' AND jsonb_typeof(x.data -> 'data') <> 'array' THEN
                    junction._fail('22023', format('%s: data.data must be an array, not %s',
                                                   e.event_type, jsonb_typeof(x.data -> 'data')))::jsonb
-                 WHEN v.provider IS NULL THEN
+                 WHEN v.provider IS NULL AND k.family NOT IN ('lab_order', 'lab_appointment', 'lab_critical', 'lab_report') THEN
                    junction._fail('23502', format('%s: missing provider (data.%s)', e.event_type,
                        CASE WHEN k.family IN ('connection', 'historical') OR k.resource = 'device'
                             THEN 'provider' ELSE 'source.provider' END))::jsonb
@@ -549,6 +562,15 @@ BEGIN
                      WHEN e.event_type ~ '^historical\.data\.[a-z0-9_]+\.created$' THEN 'historical'
                      WHEN e.event_type IN ('provider.connection.created', 'provider.connection.error')
                        THEN 'connection'
+                     -- lab testing (src/install/37_lab.sql)
+                     WHEN e.event_type IN ('labtest.order.created', 'labtest.order.updated') THEN 'lab_order'
+                     WHEN e.event_type IN ('labtest.appointment.created', 'labtest.appointment.updated')
+                       THEN 'lab_appointment'
+                     WHEN e.event_type = 'labtest.result.critical' THEN 'lab_critical'
+                     WHEN e.event_type IN ('lab_report.parsing_job.created', 'lab_report.parsing_job.updated')
+                       THEN 'lab_report'
+                     -- Junction Sense (src/install/38_sense.sql): data is an array of change sets
+                     WHEN e.event_type = 'continuous_query.result_table.changed' THEN 'sense'
                    END AS family,
                    CASE WHEN cardinality(x.parts) >= 3 THEN x.parts[cardinality(x.parts) - 1] END AS resource
             OFFSET 0
@@ -617,6 +639,11 @@ DECLARE
     streams    junction.typing_item[];
     conns      junction.typing_item[];
     backfills  junction.typing_item[];
+    lab_orders junction.typing_item[];
+    lab_appts  junction.typing_item[];
+    lab_crit   junction.typing_item[];
+    sense      junction.typing_item[];
+    lab_jobs   junction.typing_item[];
 BEGIN
     IF cardinality(ids) IS DISTINCT FROM cardinality(svix_ids) THEN
         RAISE EXCEPTION '_apply_deliveries: % inbox ids but % svix ids',
@@ -645,8 +672,14 @@ BEGIN
            array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'timeseries'),
            array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'stream'),
            array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'connection'),
-           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'historical')
-      INTO accepted, summaries, timeseries, streams, conns, backfills
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'historical'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_order'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_appointment'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_critical'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'sense'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_report')
+      INTO accepted, summaries, timeseries, streams, conns, backfills, lab_orders, lab_appts, lab_crit, sense,
+           lab_jobs
     FROM (SELECT cl.inbox_id, cl.family,
                  ROW(cl.inbox_id, cl.user_id, cl.resource, cl.event_type, cl.received_at, cl.obj)::junction.typing_item AS item
           FROM classified AS cl
@@ -658,6 +691,12 @@ BEGIN
     IF streams IS NOT NULL THEN PERFORM junction._upsert_workout_streams(streams); END IF;
     IF conns IS NOT NULL THEN PERFORM junction._upsert_connections(conns); END IF;
     IF backfills IS NOT NULL THEN PERFORM junction._upsert_backfills(backfills); END IF;
+    -- critical results before orders: an order typed in this batch then sees its critical flag
+    IF lab_crit IS NOT NULL THEN PERFORM junction._upsert_lab_critical(lab_crit); END IF;
+    IF lab_orders IS NOT NULL THEN PERFORM junction._upsert_lab_orders(lab_orders); END IF;
+    IF lab_appts IS NOT NULL THEN PERFORM junction._upsert_lab_appointments(lab_appts); END IF;
+    IF lab_jobs IS NOT NULL THEN PERFORM junction._upsert_lab_report_jobs(lab_jobs); END IF;
+    IF sense IS NOT NULL THEN PERFORM junction._upsert_sense(sense); END IF;
 
     UPDATE junction.inbox
     SET status = 'processed', processed_at = clock_timestamp(), attempts = attempts + 1,
@@ -817,13 +856,38 @@ BEGIN
             END LOOP;
         END IF;
     ELSE
-        -- streams, connections, historical pulls: the fields their upserts cast
+        -- streams, connections, historical pulls, lab objects: the fields their upserts cast
         SELECT x.p AS p, junction._cast_error(c.obj, x.p, x.t) AS e INTO col
         FROM (VALUES ('stream', '{workout_id}'::text[], 'uuid'::regtype, 1),
                      ('stream', '{sport,id}', 'integer', 2),
                      ('connection', '{created_on}', 'timestamptz', 1),
                      ('historical', '{start_date}', 'timestamptz', 1),
-                     ('historical', '{end_date}', 'timestamptz', 2)) AS x(family, p, t, n)
+                     ('historical', '{end_date}', 'timestamptz', 2),
+                     ('lab_order', '{id}', 'uuid', 1),
+                     ('lab_order', '{team_id}', 'uuid', 2),
+                     ('lab_order', '{updated_at}', 'timestamptz', 3),
+                     ('lab_order', '{created_at}', 'timestamptz', 4),
+                     ('lab_order', '{lab_test,id}', 'uuid', 5),
+                     ('lab_order', '{priority}', 'boolean', 6),
+                     ('lab_order', '{has_missing_results}', 'boolean', 7),
+                     ('lab_order', '{expected_result_by_date}', 'date', 8),
+                     ('lab_order', '{worst_case_result_by_date}', 'date', 9),
+                     ('lab_order', '{patient_details,dob}', 'timestamptz', 10),
+                     ('lab_appointment', '{id}', 'uuid', 1),
+                     ('lab_appointment', '{order_id}', 'uuid', 2),
+                     ('lab_appointment', '{updated_at}', 'timestamptz', 3),
+                     ('lab_appointment', '{start_at}', 'timestamptz', 4),
+                     ('lab_appointment', '{end_at}', 'timestamptz', 5),
+                     ('lab_appointment', '{can_reschedule}', 'boolean', 6),
+                     ('lab_report', '{id}', 'uuid', 1),
+                     ('lab_report', '{job_id}', 'uuid', 2),
+                     ('lab_report', '{updated_at}', 'timestamptz', 3),
+                     ('lab_report', '{created_at}', 'timestamptz', 4),
+                     ('lab_report', '{needs_human_review}', 'boolean', 5),
+                     ('lab_report', '{is_reviewed}', 'boolean', 6),
+                     ('lab_critical', '{order_id}', 'uuid', 1),
+                     ('lab_critical', '{updated_at}', 'timestamptz', 2),
+                     ('lab_critical', '{created_at}', 'timestamptz', 3)) AS x(family, p, t, n)
         WHERE x.family = c.family AND junction._cast_error(c.obj, x.p, x.t) IS NOT NULL
         ORDER BY x.n LIMIT 1;
         IF FOUND THEN

@@ -1,5 +1,6 @@
 -- ---------------------------------------------------------------------------------------------
--- The backfill queue: historical.data.* completions (junction.backfills) and workout stream
+-- The backfill queue: lab orders whose results are due (junction.lab_orders.result_fetch_status,
+-- src/install/37_lab.sql), historical.data.* completions (junction.backfills) and workout stream
 -- notifications (junction.workout_streams). junction.backfill_workers workers each claim a job
 -- (SKIP LOCKED, fairly across users), then run it one step (one page) per transaction: every
 -- committed page is a checkpoint (cursor, pages_done, rows_loaded) that a crash, a restart or a
@@ -7,15 +8,16 @@
 -- junction_backfill_now() runs the same loop in the caller's transaction.
 -- ---------------------------------------------------------------------------------------------
 CREATE TYPE junction.backfill_job AS (
-    kind       text,          -- 'range' (junction.backfills) or 'workout_stream' (junction.workout_streams)
+    kind       text,          -- 'range' (junction.backfills), 'workout_stream' (junction.workout_streams), 'lab_result'
     user_id    uuid,
     provider   text,
     resource   text,
     start_date timestamptz,
     end_date   timestamptz,
-    workout_id uuid
+    workout_id uuid,
+    order_id   uuid           -- 'lab_result' (junction.lab_orders): the order whose results to fetch
 );
-COMMENT ON TYPE junction.backfill_job IS 'one claimed backfill: a range of one resource, or one workout stream';
+COMMENT ON TYPE junction.backfill_job IS 'one claimed backfill: a range of one resource, one workout stream, or one lab order''s results';
 
 -- Claim at most one due job: mark it running for this backend and count the attempt. Fair across
 -- users: the user with the fewest jobs running goes first, then the one whose last job started
@@ -28,6 +30,25 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NOT junction._api_key_configured(false) THEN
+        RETURN;
+    END IF;
+    -- lab results first: a completed (or critical) order is waited for by a clinician
+    RETURN QUERY
+    UPDATE junction.lab_orders AS t
+    SET result_fetch_status = 'running', result_attempts = t.result_attempts + 1,
+        result_claimed_by = pg_backend_pid()
+    FROM (SELECT o.user_id, o.id
+          FROM junction.lab_orders AS o
+          WHERE o.result_fetch_status = 'pending'
+            AND (o.result_next_attempt_at IS NULL OR o.result_next_attempt_at <= clock_timestamp()
+                 OR o.result_attempts = 0)
+          ORDER BY coalesce(o.result_next_attempt_at, o.updated_at), o.user_id, o.id
+          LIMIT 1
+          FOR UPDATE SKIP LOCKED) AS c
+    WHERE t.user_id = c.user_id AND t.id = c.id
+    RETURNING 'lab_result'::text, t.user_id, NULL::text, 'lab_result'::text,
+              NULL::timestamptz, NULL::timestamptz, NULL::uuid, t.id;
+    IF FOUND THEN
         RETURN;
     END IF;
     RETURN QUERY
@@ -58,7 +79,7 @@ BEGIN
         started_at = clock_timestamp(), claimed_by = pg_backend_pid(), run_rows = 0
     FROM c
     WHERE t.user_id = c.user_id AND t.provider = c.provider AND t.resource = c.resource
-    RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid;
+    RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid, NULL::uuid;
     IF FOUND THEN
         RETURN;
     END IF;
@@ -74,7 +95,7 @@ BEGIN
           FOR UPDATE SKIP LOCKED) AS c
     WHERE t.user_id = c.user_id AND t.workout_id = c.workout_id
     RETURNING 'workout_stream'::text, t.user_id, t.provider, 'workout_stream'::text,
-              NULL::timestamptz, NULL::timestamptz, t.workout_id;
+              NULL::timestamptz, NULL::timestamptz, t.workout_id, NULL::uuid;
 END
 $$;
 COMMENT ON FUNCTION junction._backfill_claim() IS
@@ -175,9 +196,14 @@ CREATE FUNCTION junction._backfill_step(job junction.backfill_job)
 RETURNS boolean
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT junction._backfill_step(job.kind, job.user_id, job.provider, job.resource,
-                                     job.start_date, job.end_date, job.workout_id) $$;
-COMMENT ON FUNCTION junction._backfill_step(junction.backfill_job) IS 'junction._backfill_step for a claimed job row';
+AS $$ SELECT CASE WHEN job.kind = 'lab_result'
+                   -- one step: fetch and load the order's results (whatever the row count)
+                   THEN (SELECT true FROM junction._lab_result_run(job.user_id,
+                                                                 junction._require(job.order_id, 'order_id')) AS n)
+                   ELSE junction._backfill_step(job.kind, job.user_id, job.provider, job.resource,
+                                                job.start_date, job.end_date, job.workout_id) END $$;
+COMMENT ON FUNCTION junction._backfill_step(junction.backfill_job) IS
+  'junction._backfill_step for a claimed job row (a lab_result job: junction._lab_result_run, in one step)';
 
 -- Run a claimed job to the end in the caller's transaction (junction_backfill_now): its steps
 -- one after another. Returns the rows this call loaded.
@@ -216,9 +242,12 @@ CREATE FUNCTION junction._backfill_run(job junction.backfill_job)
 RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT junction._backfill_run(job.kind, job.user_id, job.provider, job.resource,
-                                    job.start_date, job.end_date, job.workout_id) $$;
-COMMENT ON FUNCTION junction._backfill_run(junction.backfill_job) IS 'junction._backfill_run for a claimed job row';
+AS $$ SELECT CASE WHEN job.kind = 'lab_result'
+                   THEN junction._lab_result_run(job.user_id, junction._require(job.order_id, 'order_id'))
+                   ELSE junction._backfill_run(job.kind, job.user_id, job.provider, job.resource,
+                                               job.start_date, job.end_date, job.workout_id) END $$;
+COMMENT ON FUNCTION junction._backfill_run(junction.backfill_job) IS
+  'junction._backfill_run for a claimed job row (a lab_result job: junction._lab_result_run)';
 
 -- Record a failed run: back to pending with a backoff (30 s, 2 min) while attempts < 3, else
 -- failed. The checkpoint stays: the retry resumes at the page that failed, and a page loaded
@@ -271,10 +300,14 @@ CREATE FUNCTION junction._backfill_failed(job junction.backfill_job, error text,
 RETURNS text
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT junction._backfill_failed(job.kind, job.user_id, job.provider, job.resource,
-                                       job.start_date, job.end_date, job.workout_id, error, sqlstate) $$;
+AS $$ SELECT CASE WHEN job.kind = 'lab_result'
+                   THEN junction._lab_result_failed(job.user_id, job.order_id, error, sqlstate)
+                   ELSE junction._backfill_failed(job.kind, job.user_id, job.provider, job.resource,
+                                                  job.start_date, job.end_date, job.workout_id, error,
+                                                  sqlstate) END $$;
 COMMENT ON FUNCTION junction._backfill_failed(junction.backfill_job, text, text) IS
-  'junction._backfill_failed for a claimed job row';
+  'junction._backfill_failed for a claimed job row (a lab_result job: junction._lab_result_failed)';
+
 
 -- At a backfill worker's start: a job left running by a backend that is gone (a crash, a restart)
 -- goes back to pending, and resumes from its checkpoint. Jobs that live workers run stay theirs.
@@ -296,6 +329,10 @@ BEGIN
     GET DIAGNOSTICS a = ROW_COUNT;
     UPDATE junction.workout_streams SET fetch_status = 'pending', claimed_by = NULL, updated_at = now()
     WHERE fetch_status = 'running' AND (claimed_by IS NULL OR claimed_by <> ALL (live));
+    GET DIAGNOSTICS b = ROW_COUNT;
+    a := a + b;
+    UPDATE junction.lab_orders SET result_fetch_status = 'pending', result_claimed_by = NULL
+    WHERE result_fetch_status = 'running' AND (result_claimed_by IS NULL OR result_claimed_by <> ALL (live));
     GET DIAGNOSTICS b = ROW_COUNT;
     RETURN a + b;
 END
@@ -375,9 +412,23 @@ SELECT 'workout_stream', s.user_id, s.provider, 'workout_stream', s.workout_id,
             ELSE s.next_attempt_at END,
        NULL, NULL, s.fetch_error
 FROM junction.workout_streams AS s
-WHERE s.fetch_status IN ('running', 'pending');
+WHERE s.fetch_status IN ('running', 'pending')
+UNION ALL
+SELECT 'lab_result', o.user_id, NULL, 'lab_result', NULL,
+       o.result_fetch_status,
+       CASE WHEN o.result_fetch_status = 'running' THEN NULL
+            WHEN o.result_attempts > 0 THEN 'retry'
+            ELSE 'new' END,
+       CASE WHEN o.result_fetch_status = 'running' THEN o.result_claimed_by END,
+       NULL, NULL, NULL, NULL, NULL, NULL, o.result_attempts,
+       CASE WHEN o.result_fetch_status <> 'pending' THEN NULL
+            WHEN o.result_attempts = 0 OR o.result_next_attempt_at IS NULL THEN o.updated_at
+            ELSE o.result_next_attempt_at END,
+       NULL, NULL, o.result_fetch_error
+FROM junction.lab_orders AS o
+WHERE o.result_fetch_status IN ('running', 'pending');
 COMMENT ON VIEW junction.backfill_progress IS
-  'every running backfill job (its backend pid, pages and rows so far, the rate of this run, started, last page at) and the queue (pending: new, retry after a failure, or resume from a checkpoint; due_at: when it is or was due)';
+  'every running backfill job (a range, a workout stream, a lab order''s results: its backend pid, pages and rows so far, the rate of this run, started, last page at) and the queue (pending: new, retry after a failure, or resume from a checkpoint; due_at: when it is or was due)';
 
 CREATE VIEW junction.status AS
 SELECT q.pending,
@@ -422,7 +473,8 @@ FROM (SELECT (SELECT count(*) FROM junction.inbox WHERE status = 'pending') AS p
              count(*) FILTER (WHERE state = 'pending') AS backfills_pending
         FROM junction.backfill_progress) bp,
      (SELECT (SELECT count(*) FROM junction.backfills WHERE fetch_status = 'failed')
-             + (SELECT count(*) FROM junction.workout_streams WHERE fetch_status = 'failed') AS backfills_failed,
+             + (SELECT count(*) FROM junction.workout_streams WHERE fetch_status = 'failed')
+             + (SELECT count(*) FROM junction.lab_orders WHERE result_fetch_status = 'failed') AS backfills_failed,
              (SELECT a.paused_until FROM junction._api_pause() AS a) AS api_paused_until) bf;
 COMMENT ON VIEW junction.status IS
   'inbox backlog, quarantine, throughput, worker pids and heartbeat, and why work is waiting; the backfill workers, their queue (running, pending, failed jobs) and the API pause after a 429';
@@ -486,7 +538,7 @@ BEGIN
         rows_loaded = NULL, attempts = 0, next_attempt_at = NULL, updated_at = now(),
         received_seq = excluded.received_seq, data = excluded.data,
         cursor = NULL, pages_done = 0, fast = NULL, claimed_by = NULL
-    RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid;
+    RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid, NULL::uuid;
     PERFORM junction._wake_at_commit();
 END
 $$;

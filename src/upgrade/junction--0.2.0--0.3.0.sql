@@ -135,19 +135,32 @@ BEGIN
                  WHEN k.family IS NULL THEN NULL
                  WHEN coalesce(jsonb_typeof(x.data), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data', e.event_type))::jsonb
+                 WHEN k.family = 'sense' THEN
+                   CASE WHEN jsonb_typeof(x.data) = 'array' THEN x.data
+                        ELSE junction._fail('22023', format('%s: data must be an array, not %s',
+                                                            e.event_type, jsonb_typeof(x.data)))::jsonb END
                  WHEN jsonb_typeof(x.data) <> 'object' THEN
                    junction._fail('22023', format('%s: data must be an object, not %s',
                                                   e.event_type, jsonb_typeof(x.data)))::jsonb
                  WHEN r.id_field IS NOT NULL
                       AND coalesce(jsonb_typeof(x.data -> r.id_field), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.%s', e.event_type, r.id_field))::jsonb
+                 WHEN k.family IN ('lab_order', 'lab_appointment')
+                      AND coalesce(jsonb_typeof(x.data -> 'id'), 'null') = 'null' THEN
+                   junction._fail('23502', format('%s: missing data.id', e.event_type))::jsonb
+                 WHEN k.family = 'lab_report'
+                      AND coalesce(x.data ->> 'id', x.data ->> 'job_id') IS NULL THEN
+                   junction._fail('23502', format('%s: missing data.id', e.event_type))::jsonb
+                 WHEN k.family = 'lab_critical'
+                      AND coalesce(jsonb_typeof(x.data -> 'order_id'), 'null') = 'null' THEN
+                   junction._fail('23502', format('%s: missing data.order_id', e.event_type))::jsonb
                  WHEN k.family = 'timeseries'
                       AND coalesce(jsonb_typeof(x.data -> 'data'), 'null') = 'null' THEN
                    junction._fail('23502', format('%s: missing data.data (the samples)', e.event_type))::jsonb
                  WHEN k.family = 'timeseries' AND jsonb_typeof(x.data -> 'data') <> 'array' THEN
                    junction._fail('22023', format('%s: data.data must be an array, not %s',
                                                   e.event_type, jsonb_typeof(x.data -> 'data')))::jsonb
-                 WHEN v.provider IS NULL THEN
+                 WHEN v.provider IS NULL AND k.family NOT IN ('lab_order', 'lab_appointment', 'lab_critical', 'lab_report') THEN
                    junction._fail('23502', format('%s: missing provider (data.%s)', e.event_type,
                        CASE WHEN k.family IN ('connection', 'historical') OR k.resource = 'device'
                             THEN 'provider' ELSE 'source.provider' END))::jsonb
@@ -186,6 +199,15 @@ BEGIN
                      WHEN e.event_type ~ '^historical\.data\.[a-z0-9_]+\.created$' THEN 'historical'
                      WHEN e.event_type IN ('provider.connection.created', 'provider.connection.error')
                        THEN 'connection'
+                     -- lab testing (src/install/37_lab.sql)
+                     WHEN e.event_type IN ('labtest.order.created', 'labtest.order.updated') THEN 'lab_order'
+                     WHEN e.event_type IN ('labtest.appointment.created', 'labtest.appointment.updated')
+                       THEN 'lab_appointment'
+                     WHEN e.event_type = 'labtest.result.critical' THEN 'lab_critical'
+                     WHEN e.event_type IN ('lab_report.parsing_job.created', 'lab_report.parsing_job.updated')
+                       THEN 'lab_report'
+                     -- Junction Sense (src/install/38_sense.sql): data is an array of change sets
+                     WHEN e.event_type = 'continuous_query.result_table.changed' THEN 'sense'
                    END AS family,
                    CASE WHEN cardinality(x.parts) >= 3 THEN x.parts[cardinality(x.parts) - 1] END AS resource
             OFFSET 0
@@ -564,13 +586,38 @@ BEGIN
             END LOOP;
         END IF;
     ELSE
-        -- streams, connections, historical pulls: the fields their upserts cast
+        -- streams, connections, historical pulls, lab objects: the fields their upserts cast
         SELECT x.p AS p, junction._cast_error(c.obj, x.p, x.t) AS e INTO col
         FROM (VALUES ('stream', '{workout_id}'::text[], 'uuid'::regtype, 1),
                      ('stream', '{sport,id}', 'integer', 2),
                      ('connection', '{created_on}', 'timestamptz', 1),
                      ('historical', '{start_date}', 'timestamptz', 1),
-                     ('historical', '{end_date}', 'timestamptz', 2)) AS x(family, p, t, n)
+                     ('historical', '{end_date}', 'timestamptz', 2),
+                     ('lab_order', '{id}', 'uuid', 1),
+                     ('lab_order', '{team_id}', 'uuid', 2),
+                     ('lab_order', '{updated_at}', 'timestamptz', 3),
+                     ('lab_order', '{created_at}', 'timestamptz', 4),
+                     ('lab_order', '{lab_test,id}', 'uuid', 5),
+                     ('lab_order', '{priority}', 'boolean', 6),
+                     ('lab_order', '{has_missing_results}', 'boolean', 7),
+                     ('lab_order', '{expected_result_by_date}', 'date', 8),
+                     ('lab_order', '{worst_case_result_by_date}', 'date', 9),
+                     ('lab_order', '{patient_details,dob}', 'timestamptz', 10),
+                     ('lab_appointment', '{id}', 'uuid', 1),
+                     ('lab_appointment', '{order_id}', 'uuid', 2),
+                     ('lab_appointment', '{updated_at}', 'timestamptz', 3),
+                     ('lab_appointment', '{start_at}', 'timestamptz', 4),
+                     ('lab_appointment', '{end_at}', 'timestamptz', 5),
+                     ('lab_appointment', '{can_reschedule}', 'boolean', 6),
+                     ('lab_report', '{id}', 'uuid', 1),
+                     ('lab_report', '{job_id}', 'uuid', 2),
+                     ('lab_report', '{updated_at}', 'timestamptz', 3),
+                     ('lab_report', '{created_at}', 'timestamptz', 4),
+                     ('lab_report', '{needs_human_review}', 'boolean', 5),
+                     ('lab_report', '{is_reviewed}', 'boolean', 6),
+                     ('lab_critical', '{order_id}', 'uuid', 1),
+                     ('lab_critical', '{updated_at}', 'timestamptz', 2),
+                     ('lab_critical', '{created_at}', 'timestamptz', 3)) AS x(family, p, t, n)
         WHERE x.family = c.family AND junction._cast_error(c.obj, x.p, x.t) IS NOT NULL
         ORDER BY x.n LIMIT 1;
         IF FOUND THEN
@@ -589,6 +636,1270 @@ COMMENT ON FUNCTION junction._typing_error_context(bigint, text) IS
   'the quarantine reason for an inbox row whose typing raised message: "<event type>: <JSON path>: <error>" (the first field that fails alone), else "<event type>: <message>"';
 REVOKE ALL ON FUNCTION junction._cast_error(jsonb, text[], regtype) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction._typing_error_context(bigint, text) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- 35 typing / 37 lab / 38 sense / 65 backfill: lab testing and Sense in typed tables (issue 11). Lab orders,
+-- appointments, critical results and report parsing jobs are typed; a completed (or critical) order's results are
+-- fetched by the backfill queue (job kind lab_result, junction.backfill_job.order_id). The lab
+-- events stored before the upgrade are typed below, one at a time (a malformed one stays in
+-- junction.events only, with a WARNING); so are the stored continuous_query.result_table.changed
+-- deltas (into junction.sense_results, in the order received, as the drain would have).
+-- ---------------------------------------------------------------------------------------------
+ALTER TYPE junction.backfill_job ADD ATTRIBUTE order_id uuid;
+COMMENT ON TYPE junction.backfill_job IS 'one claimed backfill: a range of one resource, one workout stream, or one lab order''s results';
+-- ---------------------------------------------------------------------------------------------
+-- Lab testing: orders, appointments, critical results, biomarker results.
+--
+-- Facts (Junction's OpenAPI spec, tryVital/vital-fern-api fern/openapi/openapi.json):
+--   ClientFacingOrder: id, user_id, team_id, status (OrderTopLevelStatus: received,
+--     collecting_sample, sample_with_lab, completed, cancelled, failed), events[] ({id, created_at,
+--     status: OrderStatus "<top>.<method>.<detail>"}), lab_test {id, slug, name, method, lab{slug}},
+--     patient_details {dob, gender, first_name, last_name, phone_number, email, ...},
+--     patient_address, details, sample_id, notes, priority, billing_type, interpretation (normal,
+--     abnormal, critical), has_missing_results, expected_result_by_date, worst_case_result_by_date,
+--     created_at, updated_at.
+--   ClientFacingAppointment: id, user_id, order_id, address, location, start_at, end_at,
+--     iana_timezone, type, provider, status, provider_id, external_id, can_reschedule,
+--     event_status, event_data, events[] ({created_at, status, data}). No updated_at: the newest
+--     events[].created_at stands for it.
+--   GET /v3/order/{order_id}/result -> LabResultsRaw {metadata, results: [BiomarkerResult] | {},
+--     missing_results, sample_information}; BiomarkerResult: name, slug, value, result, type, unit,
+--     timestamp, notes, reference_range, min_range_value, max_range_value, is_above_max_range,
+--     is_below_min_range, interpretation, loinc, loinc_slug, provider_id, source_markers,
+--     performing_laboratory, source_sample_id.
+--   labtest.result.critical (ClientFacingCriticalResultIdentified, tryVital/docs docs/swagger.json):
+--     data = ClientFacingCriticalResult {order_id, sample_id, status (final, partial),
+--     interpretation, team_id, user_id, created_at, updated_at}.
+--   GET /v3/orders?user_id=&page=&size= -> GetOrdersResponse {orders, total, page, size}
+--     (page >= 1, default 1; size 1..100, default 50).
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE junction.lab_orders (
+    user_id                   uuid NOT NULL,
+    id                        uuid NOT NULL,
+    team_id                   uuid,
+    status                    text,
+    low_level_status          text,
+    events                    jsonb,
+    lab_test_id               uuid,
+    lab_test_slug             text,
+    lab_test_name             text,
+    lab_test_method           text,
+    lab_slug                  text,
+    sample_id                 text,
+    priority                  boolean,
+    billing_type              text,
+    interpretation            text,
+    has_missing_results       boolean,
+    expected_result_by_date   date,
+    worst_case_result_by_date date,
+    patient_gender            text,
+    patient_dob               date,
+    created_at                timestamptz,
+    updated_at                timestamptz,
+    critical                  boolean NOT NULL DEFAULT false,
+    result_fetch_status       text CONSTRAINT lab_orders_result_fetch_status_check
+                                   CHECK (result_fetch_status IN ('pending', 'running', 'done', 'failed')),
+    result_attempts           integer NOT NULL DEFAULT 0,
+    result_next_attempt_at    timestamptz,
+    result_fetch_error        text,
+    result_sqlstate           text,
+    results_fetched_at        timestamptz,
+    result_metadata           jsonb,
+    data                      jsonb NOT NULL,
+    received_seq              bigint NOT NULL,
+    CONSTRAINT lab_orders_pkey PRIMARY KEY (user_id, id)
+);
+COMMENT ON TABLE junction.lab_orders IS
+  'lab test orders (labtest.order.*, GET /v3/orders): the newest updated_at wins, ties to the later received; data = the winning order object';
+COMMENT ON COLUMN junction.lab_orders.status IS 'OrderTopLevelStatus: received, collecting_sample, sample_with_lab, completed, cancelled, failed';
+COMMENT ON COLUMN junction.lab_orders.low_level_status IS 'status of the newest entry of events (OrderStatus, "<status>.<method>.<detail>")';
+COMMENT ON COLUMN junction.lab_orders.events IS 'the status history: [{id, created_at, status}]';
+COMMENT ON COLUMN junction.lab_orders.patient_gender IS 'patient_details.gender (names, phone, email and address stay in data only)';
+COMMENT ON COLUMN junction.lab_orders.critical IS 'true once a labtest.result.critical event named this order (whatever the order of arrival)';
+COMMENT ON COLUMN junction.lab_orders.result_fetch_status IS 'the automatic fetch of GET /v3/order/{id}/result into junction.lab_results: null (no results yet), pending, running, done, failed; a newer completed version, a new partial result or a critical result queues it again';
+COMMENT ON COLUMN junction.lab_orders.result_next_attempt_at IS 'a failed result fetch is retried from this time on (null: now)';
+COMMENT ON COLUMN junction.lab_orders.result_metadata IS 'the metadata object of the last fetched result (LabResultsMetadata: status, laboratory, specimen_number, interpretation, ...)';
+CREATE INDEX lab_orders_result_pending ON junction.lab_orders (updated_at) WHERE result_fetch_status = 'pending';
+CREATE INDEX lab_orders_status ON junction.lab_orders (status, updated_at);
+
+CREATE TABLE junction.lab_appointments (
+    user_id        uuid NOT NULL,
+    id             uuid NOT NULL,
+    order_id       uuid,
+    type           text,
+    provider       text,
+    status         text,
+    event_status   text,
+    start_at       timestamptz,
+    end_at         timestamptz,
+    iana_timezone  text,
+    provider_id    text,
+    external_id    text,
+    can_reschedule boolean,
+    events         jsonb,
+    updated_at     timestamptz,
+    data           jsonb NOT NULL,
+    received_seq   bigint NOT NULL,
+    CONSTRAINT lab_appointments_pkey PRIMARY KEY (user_id, id)
+);
+COMMENT ON TABLE junction.lab_appointments IS
+  'lab appointments (labtest.appointment.*): the newest updated_at wins, ties to the later received';
+COMMENT ON COLUMN junction.lab_appointments.updated_at IS 'the object''s updated_at if it has one, else the newest events[].created_at (ClientFacingAppointment has no updated_at)';
+COMMENT ON COLUMN junction.lab_appointments.status IS 'AppointmentStatus: confirmed, pending, in_progress, completed, cancelled';
+CREATE INDEX lab_appointments_order_id ON junction.lab_appointments (user_id, order_id);
+
+CREATE TABLE junction.lab_results (
+    user_id               uuid NOT NULL,
+    order_id              uuid NOT NULL,
+    slug                  text NOT NULL,
+    name                  text,
+    value                 double precision,
+    result                text,
+    type                  text,
+    unit                  text,
+    "timestamp"           timestamptz,
+    notes                 text,
+    reference_range       text,
+    min_range_value       double precision,
+    max_range_value       double precision,
+    is_above_max_range    boolean,
+    is_below_min_range    boolean,
+    interpretation        text,
+    loinc                 text,
+    loinc_slug            text,
+    provider_id           text,
+    performing_laboratory text,
+    source_sample_id      text,
+    critical              boolean GENERATED ALWAYS AS (interpretation = 'critical') STORED,
+    fetched_at            timestamptz NOT NULL DEFAULT now(),
+    data                  jsonb NOT NULL,
+    CONSTRAINT lab_results_pkey PRIMARY KEY (user_id, order_id, slug)
+);
+COMMENT ON TABLE junction.lab_results IS
+  'one row per biomarker result of an order (GET /v3/order/{order_id}/result); a refetch replaces the order''s rows (a corrected result replaces the old one)';
+COMMENT ON COLUMN junction.lab_results.slug IS 'the biomarker''s slug, or its name when the slug is empty: the key within an order';
+COMMENT ON COLUMN junction.lab_results.result IS 'the result as reported (text); value is its number';
+COMMENT ON COLUMN junction.lab_results.critical IS 'interpretation = critical';
+
+CREATE TABLE junction.lab_critical_results (
+    user_id         uuid NOT NULL,
+    order_id        uuid NOT NULL,
+    sample_id       text,
+    status          text,
+    interpretation  text,
+    created_at      timestamptz,
+    updated_at      timestamptz,
+    received_at     timestamptz NOT NULL,
+    acknowledged_at timestamptz,
+    acknowledged_by text,
+    data            jsonb NOT NULL,
+    received_seq    bigint NOT NULL,
+    CONSTRAINT lab_critical_results_pkey PRIMARY KEY (user_id, order_id)
+);
+COMMENT ON TABLE junction.lab_critical_results IS
+  'labtest.result.critical events (ClientFacingCriticalResult), one row per order: the newest updated_at wins, ties to the later received; a newer version re-opens an acknowledged alert';
+COMMENT ON COLUMN junction.lab_critical_results.status IS 'the results status: final or partial';
+COMMENT ON COLUMN junction.lab_critical_results.acknowledged_at IS 'set by junction_lab_acknowledge_critical; null again when a newer version of the critical result arrives';
+CREATE INDEX lab_critical_results_open ON junction.lab_critical_results (received_at) WHERE acknowledged_at IS NULL;
+
+-- What a clinician's alerting job selects: critical results not yet acknowledged, one row per
+-- critical biomarker once the results are fetched (one row with null biomarker before that).
+CREATE VIEW junction.lab_critical_alerts AS
+SELECT c.user_id, c.order_id, c.received_at, o.status AS order_status, o.lab_test_name,
+       r.slug AS biomarker_slug, r.name AS biomarker_name, r.result, r.value, r.unit,
+       r.reference_range, r.interpretation, r."timestamp" AS result_timestamp
+FROM junction.lab_critical_results AS c
+LEFT JOIN junction.lab_orders AS o ON o.user_id = c.user_id AND o.id = c.order_id
+LEFT JOIN junction.lab_results AS r ON r.user_id = c.user_id AND r.order_id = c.order_id AND r.critical
+WHERE c.acknowledged_at IS NULL;
+COMMENT ON VIEW junction.lab_critical_alerts IS
+  'critical lab results not yet acknowledged: one row per critical biomarker (biomarker null until the results are fetched)';
+
+-- Lab report parsing (docs/lab/report-parsing/overview.mdx): lab_report.parsing_job.created /
+-- .updated carry the job {id, status (started, processing, pending_review, completed, failed),
+-- failure_reason, data: {metadata, results: [{test_name, value, type, units, min_reference_range,
+-- max_reference_range, source_panel_name, loinc_matches: [{loinc_code, loinc_name, display_name,
+-- aliases, confidence_score}], interpretation, is_above_max_range, is_below_min_range}]},
+-- needs_human_review, is_reviewed}. A job has no updated_at: its status only moves forward, so the
+-- furthest status wins (then the object's updated_at if it has one, then the later received).
+CREATE TABLE junction.lab_report_parsing_jobs (
+    user_id            uuid NOT NULL,
+    id                 uuid NOT NULL,
+    status             text,
+    failure_reason     text,
+    needs_human_review boolean,
+    is_reviewed        boolean,
+    metadata           jsonb,
+    created_at         timestamptz,
+    updated_at         timestamptz,
+    data               jsonb NOT NULL,
+    received_seq       bigint NOT NULL,
+    CONSTRAINT lab_report_parsing_jobs_pkey PRIMARY KEY (user_id, id)
+);
+COMMENT ON TABLE junction.lab_report_parsing_jobs IS
+  'lab report parsing jobs (lab_report.parsing_job.*): the furthest status wins (started < processing < pending_review < completed, failed), then updated_at, then the later received';
+COMMENT ON COLUMN junction.lab_report_parsing_jobs.metadata IS 'data.metadata of the parsed report (patient, lab_name, date_reported, date_collected, specimen_number)';
+
+CREATE TABLE junction.lab_report_results (
+    user_id             uuid NOT NULL,
+    job_id              uuid NOT NULL,
+    position            integer NOT NULL,
+    test_name           text,
+    value               text,
+    value_number        double precision,
+    type                text,
+    units               text,
+    min_reference_range double precision,
+    max_reference_range double precision,
+    source_panel_name   text,
+    interpretation      text,
+    is_above_max_range  boolean,
+    is_below_min_range  boolean,
+    loinc               text,
+    loinc_name          text,
+    loinc_confidence    double precision,
+    data                jsonb NOT NULL,
+    CONSTRAINT lab_report_results_pkey PRIMARY KEY (user_id, job_id, position)
+);
+COMMENT ON TABLE junction.lab_report_results IS
+  'the biomarkers a parsing job extracted (a sibling of lab_results: the parser''s shape differs), one row per entry of data.results, replaced with each winning version of the job';
+COMMENT ON COLUMN junction.lab_report_results.position IS 'the entry''s position in data.results (a report may list a test twice, in two panels)';
+COMMENT ON COLUMN junction.lab_report_results.loinc IS 'the best LOINC match (loinc_matches[0].loinc_code)';
+
+-- ---------------------------------------------------------------------------------------------
+-- Upserts (the one load path for webhooks and junction_sync_lab).
+-- ---------------------------------------------------------------------------------------------
+-- The newest status of an events array ([{created_at, status}]): latest created_at, then position.
+CREATE FUNCTION junction._lab_latest_event(events jsonb, OUT status text, OUT created_at timestamptz)
+RETURNS record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $$
+    SELECT e.value ->> 'status', (e.value ->> 'created_at')::timestamptz
+    FROM jsonb_array_elements(CASE jsonb_typeof(events) WHEN 'array' THEN events END) WITH ORDINALITY AS e
+    ORDER BY (e.value ->> 'created_at')::timestamptz DESC NULLS LAST, e.ordinality DESC
+    LIMIT 1
+$$;
+COMMENT ON FUNCTION junction._lab_latest_event(jsonb) IS
+  'the status and created_at of the newest entry of an events array (latest created_at, then the last listed)';
+
+-- Whether an order version has results to fetch: completed, or a partial result (Junction sends
+-- an update per partial result when the team enables them: low-level status *.partial_results).
+CREATE FUNCTION junction._lab_results_due(status text, low_level_status text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce(status = 'completed' OR low_level_status LIKE '%.partial_results', false) $$;
+COMMENT ON FUNCTION junction._lab_results_due(text, text) IS
+  'true for an order version whose results can be fetched: status completed, or a low-level *.partial_results status';
+
+CREATE FUNCTION junction._upsert_lab_orders(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO junction.lab_orders AS t
+        (user_id, id, team_id, status, low_level_status, events, lab_test_id, lab_test_slug,
+         lab_test_name, lab_test_method, lab_slug, sample_id, priority, billing_type, interpretation,
+         has_missing_results, expected_result_by_date, worst_case_result_by_date, patient_gender,
+         patient_dob, created_at, updated_at, critical, result_fetch_status, data, received_seq)
+    SELECT w.user_id, w.id, (w.obj ->> 'team_id')::uuid, w.obj ->> 'status',
+           (junction._lab_latest_event(w.obj -> 'events')).status, w.obj -> 'events',
+           (w.obj #>> '{lab_test,id}')::uuid, w.obj #>> '{lab_test,slug}', w.obj #>> '{lab_test,name}',
+           w.obj #>> '{lab_test,method}', w.obj #>> '{lab_test,lab,slug}', w.obj ->> 'sample_id',
+           (w.obj ->> 'priority')::boolean, w.obj ->> 'billing_type', w.obj ->> 'interpretation',
+           (w.obj ->> 'has_missing_results')::boolean, (w.obj ->> 'expected_result_by_date')::date,
+           (w.obj ->> 'worst_case_result_by_date')::date, w.obj #>> '{patient_details,gender}',
+           ((w.obj #>> '{patient_details,dob}')::timestamptz AT TIME ZONE 'UTC')::date,
+           (w.obj ->> 'created_at')::timestamptz, w.updated_at,
+           EXISTS (SELECT FROM junction.lab_critical_results AS c
+                   WHERE c.user_id = w.user_id AND c.order_id = w.id),
+           CASE WHEN junction._lab_results_due(w.obj ->> 'status', (junction._lab_latest_event(w.obj -> 'events')).status)
+                THEN 'pending' END,
+           w.obj, w.received_seq
+    FROM (SELECT DISTINCT ON (i.user_id, (i.obj ->> 'id')::uuid)
+                 i.received_seq, i.user_id, (i.obj ->> 'id')::uuid AS id,
+                 (i.obj ->> 'updated_at')::timestamptz AS updated_at, i.obj
+          FROM unnest(items) AS i
+          ORDER BY i.user_id, (i.obj ->> 'id')::uuid,
+                   coalesce((i.obj ->> 'updated_at')::timestamptz, '-infinity') DESC, i.received_seq DESC) AS w
+    ORDER BY w.user_id, w.id
+    ON CONFLICT (user_id, id) DO UPDATE
+    SET team_id = excluded.team_id, status = excluded.status, low_level_status = excluded.low_level_status,
+        events = excluded.events, lab_test_id = excluded.lab_test_id, lab_test_slug = excluded.lab_test_slug,
+        lab_test_name = excluded.lab_test_name, lab_test_method = excluded.lab_test_method,
+        lab_slug = excluded.lab_slug, sample_id = excluded.sample_id, priority = excluded.priority,
+        billing_type = excluded.billing_type, interpretation = excluded.interpretation,
+        has_missing_results = excluded.has_missing_results,
+        expected_result_by_date = excluded.expected_result_by_date,
+        worst_case_result_by_date = excluded.worst_case_result_by_date,
+        patient_gender = excluded.patient_gender, patient_dob = excluded.patient_dob,
+        created_at = excluded.created_at, updated_at = excluded.updated_at,
+        critical = t.critical OR excluded.critical, data = excluded.data, received_seq = excluded.received_seq,
+        -- a newly completed order, a new partial result, or a newer completed version (a corrected
+        -- result) is fetched (again)
+        result_fetch_status = CASE
+            WHEN junction._lab_results_due(excluded.status, excluded.low_level_status)
+                 AND (NOT junction._lab_results_due(t.status, t.low_level_status)
+                      OR t.low_level_status IS DISTINCT FROM excluded.low_level_status
+                      OR coalesce(jsonb_array_length(CASE jsonb_typeof(excluded.events) WHEN 'array' THEN excluded.events END), 0)
+                         > coalesce(jsonb_array_length(CASE jsonb_typeof(t.events) WHEN 'array' THEN t.events END), 0)
+                      OR t.result_fetch_status IS NULL OR excluded.updated_at > t.updated_at) THEN 'pending'
+            ELSE t.result_fetch_status END,
+        result_attempts = CASE
+            WHEN junction._lab_results_due(excluded.status, excluded.low_level_status)
+                 AND (NOT junction._lab_results_due(t.status, t.low_level_status)
+                      OR t.low_level_status IS DISTINCT FROM excluded.low_level_status
+                      OR coalesce(jsonb_array_length(CASE jsonb_typeof(excluded.events) WHEN 'array' THEN excluded.events END), 0)
+                         > coalesce(jsonb_array_length(CASE jsonb_typeof(t.events) WHEN 'array' THEN t.events END), 0)
+                      OR t.result_fetch_status IS NULL OR excluded.updated_at > t.updated_at) THEN 0
+            ELSE t.result_attempts END,
+        result_next_attempt_at = CASE
+            WHEN junction._lab_results_due(excluded.status, excluded.low_level_status)
+                 AND (NOT junction._lab_results_due(t.status, t.low_level_status)
+                      OR t.low_level_status IS DISTINCT FROM excluded.low_level_status
+                      OR coalesce(jsonb_array_length(CASE jsonb_typeof(excluded.events) WHEN 'array' THEN excluded.events END), 0)
+                         > coalesce(jsonb_array_length(CASE jsonb_typeof(t.events) WHEN 'array' THEN t.events END), 0)
+                      OR t.result_fetch_status IS NULL OR excluded.updated_at > t.updated_at) THEN NULL
+            ELSE t.result_next_attempt_at END
+    WHERE (coalesce(excluded.updated_at, '-infinity'), excluded.received_seq)
+        > (coalesce(t.updated_at, '-infinity'), t.received_seq);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_lab_orders(junction.typing_item[]) IS
+  'upsert lab orders; the newest updated_at wins, then the latest received; a completed order (or a new partial result) queues its result fetch';
+
+CREATE FUNCTION junction._upsert_lab_appointments(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO junction.lab_appointments AS t
+        (user_id, id, order_id, type, provider, status, event_status, start_at, end_at, iana_timezone,
+         provider_id, external_id, can_reschedule, events, updated_at, data, received_seq)
+    SELECT w.user_id, w.id, (w.obj ->> 'order_id')::uuid, w.obj ->> 'type',
+           CASE jsonb_typeof(w.obj -> 'provider') WHEN 'string' THEN w.obj ->> 'provider' END,
+           w.obj ->> 'status', w.obj ->> 'event_status', (w.obj ->> 'start_at')::timestamptz,
+           (w.obj ->> 'end_at')::timestamptz, w.obj ->> 'iana_timezone', w.obj ->> 'provider_id',
+           w.obj ->> 'external_id', (w.obj ->> 'can_reschedule')::boolean, w.obj -> 'events',
+           w.updated_at, w.obj, w.received_seq
+    FROM (SELECT DISTINCT ON (v.user_id, v.id) v.*
+          FROM (SELECT i.received_seq, i.user_id, (i.obj ->> 'id')::uuid AS id, i.obj,
+                       coalesce((i.obj ->> 'updated_at')::timestamptz,
+                                (junction._lab_latest_event(i.obj -> 'events')).created_at) AS updated_at
+                FROM unnest(items) AS i) AS v
+          ORDER BY v.user_id, v.id, coalesce(v.updated_at, '-infinity') DESC, v.received_seq DESC) AS w
+    ORDER BY w.user_id, w.id
+    ON CONFLICT (user_id, id) DO UPDATE
+    SET order_id = excluded.order_id, type = excluded.type, provider = excluded.provider,
+        status = excluded.status, event_status = excluded.event_status, start_at = excluded.start_at,
+        end_at = excluded.end_at, iana_timezone = excluded.iana_timezone,
+        provider_id = excluded.provider_id, external_id = excluded.external_id,
+        can_reschedule = excluded.can_reschedule, events = excluded.events,
+        updated_at = excluded.updated_at, data = excluded.data, received_seq = excluded.received_seq
+    WHERE (coalesce(excluded.updated_at, '-infinity'), excluded.received_seq)
+        > (coalesce(t.updated_at, '-infinity'), t.received_seq);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_lab_appointments(junction.typing_item[]) IS
+  'upsert lab appointments; the newest updated_at (else newest event) wins, then the latest received';
+
+-- Record critical results: one row per order (the latest received), the order flagged, its
+-- results (re)fetched.
+CREATE FUNCTION junction._upsert_lab_critical(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO junction.lab_critical_results AS t
+        (user_id, order_id, sample_id, status, interpretation, created_at, updated_at, received_at,
+         data, received_seq)
+    SELECT w.user_id, w.order_id, w.obj ->> 'sample_id', w.obj ->> 'status', w.obj ->> 'interpretation',
+           (w.obj ->> 'created_at')::timestamptz, w.updated_at, w.received_at, w.obj, w.received_seq
+    FROM (SELECT DISTINCT ON (i.user_id, (i.obj ->> 'order_id')::uuid)
+                 i.user_id, (i.obj ->> 'order_id')::uuid AS order_id,
+                 (i.obj ->> 'updated_at')::timestamptz AS updated_at, i.received_at, i.obj, i.received_seq
+          FROM unnest(items) AS i
+          ORDER BY i.user_id, (i.obj ->> 'order_id')::uuid,
+                   coalesce((i.obj ->> 'updated_at')::timestamptz, '-infinity') DESC, i.received_seq DESC) AS w
+    ORDER BY w.user_id, w.order_id
+    ON CONFLICT (user_id, order_id) DO UPDATE
+    SET sample_id = excluded.sample_id, status = excluded.status, interpretation = excluded.interpretation,
+        created_at = excluded.created_at, updated_at = excluded.updated_at,
+        received_at = excluded.received_at, data = excluded.data, received_seq = excluded.received_seq,
+        -- a newer version of a critical result is a new alert
+        acknowledged_at = NULL, acknowledged_by = NULL
+    WHERE (coalesce(excluded.updated_at, '-infinity'), excluded.received_seq)
+        > (coalesce(t.updated_at, '-infinity'), t.received_seq);
+    GET DIAGNOSTICS n = ROW_COUNT;
+
+    UPDATE junction.lab_orders AS o
+    SET critical = true,
+        result_fetch_status = CASE WHEN o.result_fetch_status = 'running' THEN o.result_fetch_status
+                                   ELSE 'pending' END,
+        result_attempts = CASE WHEN o.result_fetch_status = 'running' THEN o.result_attempts ELSE 0 END,
+        result_next_attempt_at = NULL
+    FROM (SELECT DISTINCT i.user_id, (i.obj ->> 'order_id')::uuid AS order_id
+          FROM unnest(items) AS i) AS c
+    WHERE o.user_id = c.user_id AND o.id = c.order_id;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_lab_critical(junction.typing_item[]) IS
+  'record labtest.result.critical events (junction.lab_critical_results), flag the order critical and queue its result fetch';
+
+-- How far a parsing job's status is along its lifecycle (unknown statuses: 0).
+CREATE FUNCTION junction._lab_report_status_rank(status text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE status WHEN 'started' THEN 1 WHEN 'processing' THEN 2 WHEN 'pending_review' THEN 3
+                         WHEN 'completed' THEN 4 WHEN 'failed' THEN 4 ELSE 0 END $$;
+COMMENT ON FUNCTION junction._lab_report_status_rank(text) IS
+  'the order of a parsing job''s statuses: started 1, processing 2, pending_review 3, completed and failed 4, others 0';
+
+CREATE FUNCTION junction._upsert_lab_report_jobs(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    users uuid[];
+    jobs  uuid[];
+    n     bigint;
+BEGIN
+    -- the jobs: the winning version of each
+    WITH won AS (
+        INSERT INTO junction.lab_report_parsing_jobs AS t
+            (user_id, id, status, failure_reason, needs_human_review, is_reviewed, metadata, created_at,
+             updated_at, data, received_seq)
+        SELECT w.user_id, w.id, w.obj ->> 'status', w.obj ->> 'failure_reason',
+               (w.obj ->> 'needs_human_review')::boolean, (w.obj ->> 'is_reviewed')::boolean,
+               w.obj #> '{data,metadata}', (w.obj ->> 'created_at')::timestamptz, w.updated_at, w.obj,
+               w.received_seq
+        FROM (SELECT DISTINCT ON (v.user_id, v.id) v.*
+              FROM (SELECT i.received_seq, i.user_id, coalesce(i.obj ->> 'id', i.obj ->> 'job_id')::uuid AS id,
+                           i.obj, junction._lab_report_status_rank(i.obj ->> 'status') AS rank,
+                           (i.obj ->> 'updated_at')::timestamptz AS updated_at
+                    FROM unnest(items) AS i) AS v
+              ORDER BY v.user_id, v.id, v.rank DESC, coalesce(v.updated_at, '-infinity') DESC,
+                       v.received_seq DESC) AS w
+        ORDER BY w.user_id, w.id
+        ON CONFLICT ON CONSTRAINT lab_report_parsing_jobs_pkey DO UPDATE
+        SET status = excluded.status, failure_reason = excluded.failure_reason,
+            needs_human_review = excluded.needs_human_review, is_reviewed = excluded.is_reviewed,
+            metadata = excluded.metadata, created_at = excluded.created_at, updated_at = excluded.updated_at,
+            data = excluded.data, received_seq = excluded.received_seq
+        WHERE (junction._lab_report_status_rank(excluded.status), coalesce(excluded.updated_at, '-infinity'),
+               excluded.received_seq)
+            > (junction._lab_report_status_rank(t.status), coalesce(t.updated_at, '-infinity'), t.received_seq)
+        RETURNING t.user_id, t.id
+    )
+    SELECT array_agg(won.user_id), array_agg(won.id) INTO users, jobs FROM won;
+    IF jobs IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- their results: replaced by those of the winning version
+    DELETE FROM junction.lab_report_results AS r
+    WHERE (r.user_id, r.job_id) IN (SELECT u.user_id, u.job_id FROM unnest(users, jobs) AS u(user_id, job_id));
+    INSERT INTO junction.lab_report_results
+        (user_id, job_id, position, test_name, value, value_number, type, units, min_reference_range,
+         max_reference_range, source_panel_name, interpretation, is_above_max_range, is_below_min_range,
+         loinc, loinc_name, loinc_confidence, data)
+    SELECT j.user_id, j.id, e.ordinality::integer - 1, e.value ->> 'test_name', e.value ->> 'value',
+           CASE WHEN e.value ->> 'value' ~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$'
+                THEN (e.value ->> 'value')::double precision END,
+           e.value ->> 'type', e.value ->> 'units',
+           (e.value ->> 'min_reference_range')::double precision,
+           (e.value ->> 'max_reference_range')::double precision, e.value ->> 'source_panel_name',
+           e.value ->> 'interpretation', (e.value ->> 'is_above_max_range')::boolean,
+           (e.value ->> 'is_below_min_range')::boolean, e.value #>> '{loinc_matches,0,loinc_code}',
+           e.value #>> '{loinc_matches,0,loinc_name}',
+           (e.value #>> '{loinc_matches,0,confidence_score}')::double precision, e.value
+    FROM junction.lab_report_parsing_jobs AS j
+    CROSS JOIN LATERAL jsonb_array_elements(CASE jsonb_typeof(j.data #> '{data,results}')
+                                              WHEN 'array' THEN j.data #> '{data,results}' END) WITH ORDINALITY AS e
+    WHERE (j.user_id, j.id) IN (SELECT u.user_id, u.job_id FROM unnest(users, jobs) AS u(user_id, job_id))
+      AND jsonb_typeof(e.value) = 'object'
+    ORDER BY j.user_id, j.id, e.ordinality;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_lab_report_jobs(junction.typing_item[]) IS
+  'upsert lab report parsing jobs and replace their extracted results (junction.lab_report_results); the furthest status wins, then updated_at, then the latest received';
+
+-- Replace an order's biomarker results with those of one LabResultsRaw answer; returns rows loaded.
+CREATE FUNCTION junction._load_lab_results(user_id uuid, order_id uuid, answer jsonb)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    IF jsonb_typeof(answer) IS DISTINCT FROM 'object'
+       OR jsonb_typeof(answer -> 'results') NOT IN ('array', 'object') THEN
+        RAISE EXCEPTION 'lab result of order %: expected an object with results (array or object), got %',
+            order_id, left(coalesce(answer::text, 'null'), 200) USING ERRCODE = '22023';
+    END IF;
+    -- one statement: the answer's rows, the order's other rows deleted, these upserted
+    WITH x AS (
+        SELECT DISTINCT ON (k.slug)
+               _load_lab_results.user_id AS user_id, _load_lab_results.order_id AS order_id, k.slug,
+               r.value ->> 'name' AS name,
+               CASE jsonb_typeof(r.value -> 'value') WHEN 'number'
+                    THEN (r.value ->> 'value')::double precision END AS value,
+               r.value ->> 'result' AS result, r.value ->> 'type' AS type, r.value ->> 'unit' AS unit,
+               (r.value ->> 'timestamp')::timestamptz AS "timestamp", r.value ->> 'notes' AS notes,
+               r.value ->> 'reference_range' AS reference_range,
+               (r.value ->> 'min_range_value')::double precision AS min_range_value,
+               (r.value ->> 'max_range_value')::double precision AS max_range_value,
+               (r.value ->> 'is_above_max_range')::boolean AS is_above_max_range,
+               (r.value ->> 'is_below_min_range')::boolean AS is_below_min_range,
+               r.value ->> 'interpretation' AS interpretation, r.value ->> 'loinc' AS loinc,
+               r.value ->> 'loinc_slug' AS loinc_slug, r.value ->> 'provider_id' AS provider_id,
+               r.value ->> 'performing_laboratory' AS performing_laboratory,
+               r.value ->> 'source_sample_id' AS source_sample_id, r.value AS data
+        FROM (SELECT e.value, e.ordinality, NULL::text AS key
+              FROM jsonb_array_elements(CASE jsonb_typeof(answer -> 'results')
+                                          WHEN 'array' THEN answer -> 'results' END) WITH ORDINALITY AS e
+              UNION ALL
+              SELECT e.value, 0, e.key
+              FROM jsonb_each(CASE jsonb_typeof(answer -> 'results')
+                                WHEN 'object' THEN answer -> 'results' END) AS e) AS r
+        CROSS JOIN LATERAL (
+            SELECT coalesce(nullif(r.value ->> 'slug', ''), r.value ->> 'name', r.key) AS slug
+        ) AS k
+        WHERE jsonb_typeof(r.value) = 'object' AND k.slug IS NOT NULL
+        ORDER BY k.slug, r.ordinality DESC
+    ), gone AS (
+        DELETE FROM junction.lab_results AS l
+        WHERE l.user_id = _load_lab_results.user_id AND l.order_id = _load_lab_results.order_id
+          AND NOT EXISTS (SELECT FROM x WHERE x.slug = l.slug)
+    )
+    INSERT INTO junction.lab_results AS t
+        (user_id, order_id, slug, name, value, result, type, unit, "timestamp", notes, reference_range,
+         min_range_value, max_range_value, is_above_max_range, is_below_min_range, interpretation,
+         loinc, loinc_slug, provider_id, performing_laboratory, source_sample_id, fetched_at, data)
+    SELECT x.user_id, x.order_id, x.slug, x.name, x.value, x.result, x.type, x.unit, x."timestamp",
+           x.notes, x.reference_range, x.min_range_value, x.max_range_value, x.is_above_max_range,
+           x.is_below_min_range, x.interpretation, x.loinc, x.loinc_slug, x.provider_id,
+           x.performing_laboratory, x.source_sample_id, now(), x.data
+    FROM x
+    ORDER BY x.slug
+    ON CONFLICT ON CONSTRAINT lab_results_pkey DO UPDATE
+    SET name = excluded.name, value = excluded.value, result = excluded.result, type = excluded.type,
+        unit = excluded.unit, "timestamp" = excluded."timestamp", notes = excluded.notes,
+        reference_range = excluded.reference_range, min_range_value = excluded.min_range_value,
+        max_range_value = excluded.max_range_value, is_above_max_range = excluded.is_above_max_range,
+        is_below_min_range = excluded.is_below_min_range, interpretation = excluded.interpretation,
+        loinc = excluded.loinc, loinc_slug = excluded.loinc_slug, provider_id = excluded.provider_id,
+        performing_laboratory = excluded.performing_laboratory,
+        source_sample_id = excluded.source_sample_id, fetched_at = excluded.fetched_at, data = excluded.data;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE junction.lab_orders AS o
+    SET result_metadata = answer -> 'metadata', results_fetched_at = now()
+    WHERE o.user_id = _load_lab_results.user_id AND o.id = _load_lab_results.order_id;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._load_lab_results(uuid, uuid, jsonb) IS
+  'replace an order''s rows of junction.lab_results with the biomarkers of one GET /v3/order/{id}/result answer; returns rows loaded';
+
+-- ---------------------------------------------------------------------------------------------
+-- The live API (superuser-only, like every junction_ function).
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION junction_lab_orders(user_id uuid DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    page     integer := 1;
+    size     constant integer := 100;
+    answer   jsonb;
+    orders   jsonb := '[]'::jsonb;
+    got      integer;
+BEGIN
+    LOOP
+        answer := @extschema@.junction_api('GET', '/v3/orders',
+            jsonb_strip_nulls(jsonb_build_object('user_id', junction_lab_orders.user_id,
+                                                 'page', page, 'size', size)));
+        IF jsonb_typeof(answer -> 'orders') IS DISTINCT FROM 'array' THEN
+            RAISE EXCEPTION 'GET /v3/orders: expected {orders: [...]}, got %', left(answer::text, 200)
+                USING ERRCODE = '22023';
+        END IF;
+        got := jsonb_array_length(answer -> 'orders');
+        orders := orders || (answer -> 'orders');
+        EXIT WHEN got < size OR (jsonb_typeof(answer -> 'total') = 'number'
+                                 AND jsonb_array_length(orders) >= (answer ->> 'total')::integer);
+        page := page + 1;
+        IF page > 10000 THEN
+            RAISE EXCEPTION 'GET /v3/orders: more than 10000 pages' USING ERRCODE = '54000';
+        END IF;
+    END LOOP;
+    RETURN orders;
+END
+$fn$;
+COMMENT ON FUNCTION junction_lab_orders(uuid) IS
+  'every lab order (GET /v3/orders, all pages), of one user or of the team: a jsonb array of ClientFacingOrder';
+
+CREATE FUNCTION junction_lab_order(order_id uuid)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.junction_api('GET', format('/v3/order/%s', junction._require(order_id, 'order_id'))) $$;
+COMMENT ON FUNCTION junction_lab_order(uuid) IS 'one lab order (GET /v3/order/{order_id}): a ClientFacingOrder';
+
+CREATE FUNCTION junction_lab_results(order_id uuid)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.junction_api('GET', format('/v3/order/%s/result', junction._require(order_id, 'order_id'))) $$;
+COMMENT ON FUNCTION junction_lab_results(uuid) IS
+  'an order''s results (GET /v3/order/{order_id}/result): {metadata, results: [BiomarkerResult], missing_results, sample_information}';
+
+-- Load orders (and the results of completed ones) through the upserts the events use.
+CREATE FUNCTION junction_sync_lab(user_id uuid DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    items junction.typing_item[];
+    o     record;
+    n     bigint := 0;
+    msg   text;
+    state text;
+BEGIN
+    SELECT array_agg(ROW(junction._next_received_seq(), (e.value ->> 'user_id')::uuid, 'order', NULL,
+                         now(), e.value)::junction.typing_item ORDER BY e.ordinality)
+      INTO items
+    FROM jsonb_array_elements(@extschema@.junction_lab_orders(junction_sync_lab.user_id)) WITH ORDINALITY AS e
+    WHERE jsonb_typeof(e.value) = 'object';
+    IF items IS NULL THEN
+        RETURN 0;
+    END IF;
+    n := junction._upsert_lab_orders(items);
+    -- the results of the orders this queued, now, as the queue would; one that cannot be fetched
+    -- now stays pending (the backfill worker retries it) with the error to see
+    FOR o IN SELECT l.user_id, l.id FROM junction.lab_orders AS l
+             WHERE l.result_fetch_status = 'pending'
+               AND (l.user_id, l.id) IN (SELECT i.user_id, (i.obj ->> 'id')::uuid FROM unnest(items) AS i)
+             ORDER BY 1, 2
+    LOOP
+        BEGIN
+            n := n + junction._load_lab_results(o.user_id, o.id, @extschema@.junction_lab_results(o.id));
+            UPDATE junction.lab_orders AS l
+            SET result_fetch_status = 'done', result_fetch_error = NULL, result_sqlstate = NULL,
+                result_next_attempt_at = NULL
+            WHERE l.user_id = o.user_id AND l.id = o.id;
+        EXCEPTION WHEN query_canceled THEN
+            RAISE;
+        WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+            UPDATE junction.lab_orders AS l
+            SET result_fetch_error = left(msg, 2000), result_sqlstate = state
+            WHERE l.user_id = o.user_id AND l.id = o.id;
+        END;
+    END LOOP;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction_sync_lab(uuid) IS
+  'load lab orders (of one user, or all) and the results of completed ones through the webhook upserts; returns rows changed';
+
+-- Acknowledge a critical result: it leaves junction.lab_critical_alerts.
+CREATE FUNCTION junction_lab_acknowledge_critical(order_id uuid, acknowledged_by text DEFAULT current_user)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    UPDATE junction.lab_critical_results AS c
+    SET acknowledged_at = now(), acknowledged_by = junction_lab_acknowledge_critical.acknowledged_by
+    WHERE c.order_id = junction_lab_acknowledge_critical.order_id AND c.acknowledged_at IS NULL;
+    RETURN FOUND;
+END
+$fn$;
+COMMENT ON FUNCTION junction_lab_acknowledge_critical(uuid, text) IS
+  'mark an order''s critical result acknowledged (it leaves junction.lab_critical_alerts); false if there was none open';
+
+-- The backfill worker's lab job: fetch one order's results into junction.lab_results.
+CREATE FUNCTION junction._lab_result_run(user_id uuid, order_id uuid)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    n := junction._load_lab_results(user_id, order_id, @extschema@.junction_lab_results(order_id));
+    UPDATE junction.lab_orders AS o
+    SET result_fetch_status = 'done', result_fetch_error = NULL, result_sqlstate = NULL,
+        result_next_attempt_at = NULL
+    WHERE o.user_id = _lab_result_run.user_id AND o.id = _lab_result_run.order_id
+      AND o.result_fetch_status = 'running';
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._lab_result_run(uuid, uuid) IS
+  'run a claimed lab result job: fetch and load the order''s results, mark it done (unless re-queued meanwhile)';
+
+-- A failed lab result fetch: the same policy as any backfill (30 s, 2 min, then failed).
+CREATE FUNCTION junction._lab_result_failed(user_id uuid, order_id uuid, error text, sqlstate text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    max_attempts constant integer := 3;
+    status       text;
+BEGIN
+    UPDATE junction.lab_orders AS o
+    SET result_fetch_status = CASE WHEN o.result_attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+        result_next_attempt_at = CASE WHEN o.result_attempts < max_attempts
+                                      THEN clock_timestamp() + interval '30 seconds' * power(4, o.result_attempts - 1) END,
+        result_fetch_error = left(coalesce(error, 'unknown error'), 2000),
+        result_sqlstate = _lab_result_failed.sqlstate
+    WHERE o.user_id = _lab_result_failed.user_id AND o.id = _lab_result_failed.order_id
+      AND o.result_fetch_status = 'running'
+    RETURNING o.result_fetch_status INTO status;
+    RETURN status;
+END
+$$;
+COMMENT ON FUNCTION junction._lab_result_failed(uuid, uuid, text, text) IS
+  'record a failed lab result fetch: pending again after a backoff while attempts < 3, else failed with the error and SQLSTATE';
+
+-- ---------------------------------------------------------------------------------------------
+-- Junction Sense: continuous query result tables.
+--
+-- Facts (tryVital/docs docs/swagger.json): continuous_query.result_table.changed
+-- (ClientFacingContinuousQueryResultTableChanged) has data = an array of
+-- ContinuousQueryResultTableChanges {query_id uuid, query_slug, data: {column: [values]}}, the
+-- new or changed rows only, column-oriented; the group key columns are named group_key.0,
+-- group_key.1, ... (GroupKeyColumnExpr), e.g. {"group_key.0": ["2025-02-17T00:00:00"],
+-- "mean.sleep_score": [76.75], ...}. The whole table:
+-- GET /aggregate/v1/user/{user_id}/continuous_query/{query_id_or_slug}/result_table.
+-- A delta carries no version: the later received wins for a (user, query, group key).
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE junction.sense_queries (
+    query_slug   text CONSTRAINT sense_queries_pkey PRIMARY KEY
+                      CONSTRAINT sense_queries_query_slug_check CHECK (length(query_slug) BETWEEN 1 AND 255),
+    column_types jsonb NOT NULL DEFAULT '{}'
+                      CONSTRAINT sense_queries_column_types_check CHECK (jsonb_typeof(column_types) = 'object'),
+    group_key    text[],
+    view_name    text
+);
+COMMENT ON TABLE junction.sense_queries IS
+  'continuous queries whose columns we know (junction_sense_define): the column types, checked on arrival and used by the query''s typed view';
+COMMENT ON COLUMN junction.sense_queries.column_types IS '{column: SQL type name}, e.g. {"group_key.0": "timestamp", "mean.sleep_score": "double precision"}';
+COMMENT ON COLUMN junction.sense_queries.group_key IS 'the group key columns, for a result table without group_key.N columns';
+COMMENT ON COLUMN junction.sense_queries.view_name IS 'the typed view junction_sense_define created (schema junction)';
+
+CREATE TABLE junction.sense_results (
+    user_id      uuid NOT NULL,
+    query_slug   text NOT NULL,
+    group_key    jsonb NOT NULL,
+    query_id     uuid,
+    data         jsonb NOT NULL,
+    updated_at   timestamptz NOT NULL,
+    received_seq bigint NOT NULL,
+    CONSTRAINT sense_results_pkey PRIMARY KEY (user_id, query_slug, group_key)
+);
+COMMENT ON TABLE junction.sense_results IS
+  'continuous query result rows (continuous_query.result_table.changed, junction_sync_sense), one per user, query and group key; the later received wins';
+COMMENT ON COLUMN junction.sense_results.group_key IS 'the values of the group key columns (group_key.0, group_key.1, ...), as a JSON array';
+COMMENT ON COLUMN junction.sense_results.data IS 'the row: {column: value}, group key columns included';
+
+-- The rows of one column-oriented result table ({column: [values]}) of a query: the group key
+-- (the group_key.N columns in N order, else the registered group key) and the row as an object.
+CREATE FUNCTION junction._sense_rows(query_slug text, tbl jsonb, OUT ord integer, OUT group_key jsonb, OUT data jsonb)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    keys    text[];
+    lengths integer[];
+BEGIN
+    IF jsonb_typeof(tbl) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'continuous query %: the result table must be an object of columns, not %',
+            quote_literal(query_slug), coalesce(jsonb_typeof(tbl), 'null') USING ERRCODE = '22023';
+    END IF;
+    IF tbl = '{}'::jsonb THEN
+        RETURN;     -- no columns, no rows
+    END IF;
+    SELECT array_agg(DISTINCT CASE jsonb_typeof(c.value) WHEN 'array' THEN jsonb_array_length(c.value) ELSE -1 END)
+      INTO lengths
+    FROM jsonb_each(tbl) AS c;
+    IF -1 = ANY (lengths) OR cardinality(lengths) > 1 THEN
+        RAISE EXCEPTION 'continuous query %: every column must be an array of the same length', quote_literal(query_slug)
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT array_agg(k ORDER BY substring(k FROM '^group_key\.([0-9]+)$')::integer) INTO keys
+    FROM jsonb_object_keys(tbl) AS k
+    WHERE k ~ '^group_key\.[0-9]+$';
+    IF keys IS NULL THEN
+        SELECT q.group_key INTO keys FROM junction.sense_queries AS q WHERE q.query_slug = _sense_rows.query_slug;
+    END IF;
+    IF keys IS NULL OR cardinality(keys) = 0 THEN
+        RAISE EXCEPTION 'continuous query %: no group_key.N column, and no group key registered', quote_literal(query_slug)
+            USING ERRCODE = '22023', HINT = 'SELECT junction_sense_define(query_slug, group_key => ARRAY[...])';
+    END IF;
+    IF EXISTS (SELECT FROM unnest(keys) AS k WHERE NOT tbl ? k) THEN
+        RAISE EXCEPTION 'continuous query %: group key column missing (group key %)', quote_literal(query_slug), keys
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN QUERY
+    SELECT i, (SELECT jsonb_agg(tbl -> k -> i ORDER BY o) FROM unnest(keys) WITH ORDINALITY AS u(k, o)),
+           (SELECT jsonb_object_agg(c.key, c.value -> i) FROM jsonb_each(tbl) AS c)
+    FROM generate_series(0, coalesce(lengths[1], 0) - 1) AS i;
+END
+$fn$;
+COMMENT ON FUNCTION junction._sense_rows(text, jsonb) IS
+  'the rows of a column-oriented result table: position, group key (group_key.N columns, else the registered ones) and the row object; raises on a malformed table';
+
+-- Check the rows of registered queries against their column types; raises at the first bad cell.
+CREATE FUNCTION junction._sense_check_types(query_slug text, rows jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    bad record;
+BEGIN
+    SELECT r.ord, ct.key AS col, junction._cast_error(r.obj, ARRAY[ct.key], ct.value::regtype) AS err INTO bad
+    FROM junction.sense_queries AS q
+    CROSS JOIN LATERAL jsonb_each_text(q.column_types) AS ct
+    CROSS JOIN LATERAL jsonb_array_elements(rows) WITH ORDINALITY AS r(obj, ord)
+    WHERE q.query_slug = _sense_check_types.query_slug
+      AND junction._cast_error(r.obj, ARRAY[ct.key], ct.value::regtype) IS NOT NULL
+    ORDER BY r.ord, ct.key
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'continuous query %: %[%]: %', quote_literal(query_slug), bad.col, bad.ord - 1, bad.err
+            USING ERRCODE = '22P02';
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION junction._sense_check_types(text, jsonb) IS
+  'raise if a row (of a JSON array of row objects) has a value that does not cast to its registered column type';
+
+-- Upsert result rows: items are continuous_query.result_table.changed data arrays (one per event).
+CREATE FUNCTION junction._upsert_sense(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    n bigint;
+    c record;
+BEGIN
+    -- every change set: a query slug, a uuid query id, a table (validated before anything is written)
+    FOR c IN
+        SELECT ch.value AS change, ch.ordinality - 1 AS pos
+        FROM unnest(items) AS i
+        CROSS JOIN LATERAL jsonb_array_elements(i.obj) WITH ORDINALITY AS ch
+    LOOP
+        IF jsonb_typeof(c.change) IS DISTINCT FROM 'object'
+           OR jsonb_typeof(c.change -> 'query_slug') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'data[%]: expected {query_id, query_slug, data}, got %', c.pos, left(c.change::text, 100)
+                USING ERRCODE = '22023';
+        END IF;
+        IF (c.change ->> 'query_id') !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
+            RAISE EXCEPTION 'data[%].query_id: % is not a uuid', c.pos, left((c.change -> 'query_id')::text, 100)
+                USING ERRCODE = '22P02';
+        END IF;
+        PERFORM junction._sense_check_types(c.change ->> 'query_slug',
+                    (SELECT jsonb_agg(r.data) FROM junction._sense_rows(c.change ->> 'query_slug', c.change -> 'data') AS r));
+    END LOOP;
+
+    INSERT INTO junction.sense_results AS t (user_id, query_slug, group_key, query_id, data, updated_at, received_seq)
+    SELECT DISTINCT ON (i.user_id, ch.value ->> 'query_slug', r.group_key)
+           i.user_id, ch.value ->> 'query_slug', r.group_key, (ch.value ->> 'query_id')::uuid, r.data,
+           i.received_at, i.received_seq
+    FROM unnest(items) AS i
+    CROSS JOIN LATERAL jsonb_array_elements(i.obj) WITH ORDINALITY AS ch
+    CROSS JOIN LATERAL junction._sense_rows(ch.value ->> 'query_slug', ch.value -> 'data') AS r
+    ORDER BY i.user_id, ch.value ->> 'query_slug', r.group_key, i.received_seq DESC, ch.ordinality DESC, r.ord DESC
+    ON CONFLICT ON CONSTRAINT sense_results_pkey DO UPDATE
+    SET query_id = excluded.query_id, data = excluded.data, updated_at = excluded.updated_at,
+        received_seq = excluded.received_seq
+    WHERE excluded.received_seq > t.received_seq;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_sense(junction.typing_item[]) IS
+  'upsert continuous query result rows (the delta rows of continuous_query.result_table.changed); the later received wins per user, query and group key';
+
+-- The live API: a query's whole result table.
+CREATE FUNCTION junction_sense_result_table(user_id uuid, query text)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.junction_api('GET', format('/aggregate/v1/user/%s/continuous_query/%s/result_table',
+                                                   junction._require(user_id, 'user_id'),
+                                                   junction._url_segment(junction._require(query, 'query')))) $$;
+COMMENT ON FUNCTION junction_sense_result_table(uuid, text) IS
+  'a continuous query''s whole result table for a user (GET /aggregate/v1/user/{user_id}/continuous_query/{query_id_or_slug}/result_table)';
+
+-- Refetch a query's whole result table into junction.sense_results (the user's rows of that query
+-- that the table no longer has are removed).
+CREATE FUNCTION junction_sync_sense(user_id uuid, query_slug text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    answer jsonb;
+    tbl    jsonb;
+    n      bigint;
+BEGIN
+    answer := @extschema@.junction_sense_result_table(user_id, query_slug);
+    -- the columns, at the top level or under table (the Query API's AggregationResult shape)
+    tbl := CASE WHEN jsonb_typeof(answer -> 'table') = 'object' THEN answer -> 'table' ELSE answer END;
+    PERFORM junction._sense_check_types(query_slug, (SELECT jsonb_agg(r.data) FROM junction._sense_rows(query_slug, tbl) AS r));
+    DELETE FROM junction.sense_results AS s
+    WHERE s.user_id = junction_sync_sense.user_id AND s.query_slug = junction_sync_sense.query_slug
+      AND s.group_key NOT IN (SELECT r.group_key FROM junction._sense_rows(junction_sync_sense.query_slug, tbl) AS r);
+    n := junction._upsert_sense(ARRAY[ROW(junction._next_received_seq(), user_id, 'result_table', NULL, now(),
+        jsonb_build_array(jsonb_build_object(
+            'query_slug', query_slug, 'data', tbl,
+            'query_id', (SELECT s.query_id FROM junction.sense_results AS s
+                         WHERE s.user_id = junction_sync_sense.user_id
+                           AND s.query_slug = junction_sync_sense.query_slug AND s.query_id IS NOT NULL
+                         LIMIT 1))))::junction.typing_item]);
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction_sync_sense(uuid, text) IS
+  'refetch a continuous query''s whole result table (by slug) for a user into junction.sense_results, through the webhook upsert; returns rows loaded';
+
+-- Register a query's columns: their types are checked on arrival, and a typed view
+-- junction.sense_<slug> reads them.
+CREATE FUNCTION junction_sense_define(query_slug text, column_types jsonb DEFAULT '{}', group_key text[] DEFAULT NULL)
+RETURNS regclass
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+-- The EXECUTEd DDL names the view and its columns with format's %I and casts to regtype names
+-- (format_type of a to_regtype result): no caller's text reaches it unquoted.
+-- @plpgsql_check_options: security_warnings = off
+DECLARE
+    view_name text := 'sense_' || left(regexp_replace(lower(junction._require(query_slug, 'query_slug')), '[^a-z0-9]+', '_', 'g'), 57);
+    old_view  text;
+    cols      text;
+    bad       text;
+BEGIN
+    IF jsonb_typeof(column_types) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'column_types must be an object {column: type}' USING ERRCODE = '22023';
+    END IF;
+    SELECT format('%s %s', quote_literal(c.key), coalesce(quote_literal(c.value #>> '{}'), 'NULL')) INTO bad
+    FROM jsonb_each(column_types) AS c
+    WHERE jsonb_typeof(c.value) <> 'string' OR to_regtype(c.value #>> '{}') IS NULL
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'column_types: % is not a type', bad USING ERRCODE = '22023';
+    END IF;
+    SELECT q.view_name INTO old_view FROM junction.sense_queries AS q WHERE q.query_slug = junction_sense_define.query_slug;
+    IF old_view IS NOT NULL THEN
+        EXECUTE format('DROP VIEW IF EXISTS junction.%I', old_view);
+    END IF;
+    INSERT INTO junction.sense_queries AS q (query_slug, column_types, group_key, view_name)
+    VALUES (query_slug, column_types, group_key, view_name)
+    ON CONFLICT ON CONSTRAINT sense_queries_pkey DO UPDATE
+    SET column_types = excluded.column_types, group_key = excluded.group_key, view_name = excluded.view_name;
+    SELECT string_agg(format('(s.data ->> %L)::%s AS %I', c.key, format_type(to_regtype(c.value #>> '{}'), NULL), c.key),
+                      ', ' ORDER BY c.key)
+      INTO cols
+    FROM jsonb_each(column_types) AS c;
+    EXECUTE format('CREATE VIEW junction.%I AS SELECT s.user_id, s.group_key, %s s.data, s.updated_at '
+                   'FROM junction.sense_results AS s WHERE s.query_slug = %L',
+                   view_name, coalesce(cols || ',', ''), query_slug);
+    EXECUTE format('REVOKE ALL ON junction.%I FROM PUBLIC', view_name);
+    EXECUTE format('COMMENT ON VIEW junction.%I IS %L', view_name,
+                   format('continuous query %s: junction.sense_results with typed columns (junction_sense_define)', query_slug));
+    RETURN format('junction.%I', view_name)::regclass;
+END
+$fn$;
+COMMENT ON FUNCTION junction_sense_define(text, jsonb, text[]) IS
+  'register a continuous query''s column types (and group key, for tables without group_key.N columns); (re)creates the typed view junction.sense_<slug>';
+
+CREATE OR REPLACE FUNCTION junction._apply_deliveries(ids bigint[], svix_ids text[])
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    accepted   integer;
+    summaries  junction.typing_item[];
+    timeseries junction.typing_item[];
+    streams    junction.typing_item[];
+    conns      junction.typing_item[];
+    backfills  junction.typing_item[];
+    lab_orders junction.typing_item[];
+    lab_appts  junction.typing_item[];
+    lab_crit   junction.typing_item[];
+    sense      junction.typing_item[];
+    lab_jobs   junction.typing_item[];
+BEGIN
+    IF cardinality(ids) IS DISTINCT FROM cardinality(svix_ids) THEN
+        RAISE EXCEPTION '_apply_deliveries: % inbox ids but % svix ids',
+            coalesce(cardinality(ids), 0), coalesce(cardinality(svix_ids), 0)
+            USING ERRCODE = '22023';
+    END IF;
+    IF array_position(ids, NULL) IS NOT NULL OR array_position(svix_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION '_apply_deliveries: null inbox id or svix id' USING ERRCODE = '22004';
+    END IF;
+
+    -- Parse, validate and classify each delivery once, insert the events, collect the new ones.
+    WITH classified AS MATERIALIZED (
+        SELECT * FROM junction._classify_deliveries(ids, svix_ids)
+    ), inserted AS (
+        INSERT INTO junction.events AS ev
+            (svix_id, inbox_id, event_type, user_id, client_user_id, team_id, provider, resource,
+             received_at, payload)
+        SELECT c.svix_id, c.inbox_id, c.event_type, c.user_id, c.client_user_id, c.team_id,
+               c.provider, c.resource, c.received_at, c.payload
+        FROM classified AS c
+        ON CONFLICT (svix_id) DO NOTHING
+        RETURNING ev.svix_id
+    )
+    SELECT count(*),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'summary'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'timeseries'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'stream'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'connection'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'historical'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_order'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_appointment'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_critical'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'sense'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_report')
+      INTO accepted, summaries, timeseries, streams, conns, backfills, lab_orders, lab_appts, lab_crit, sense,
+           lab_jobs
+    FROM (SELECT cl.inbox_id, cl.family,
+                 ROW(cl.inbox_id, cl.user_id, cl.resource, cl.event_type, cl.received_at, cl.obj)::junction.typing_item AS item
+          FROM classified AS cl
+          JOIN inserted AS ins ON ins.svix_id = cl.svix_id) AS c;
+
+    -- Type the new events: one statement per target table.
+    IF summaries IS NOT NULL THEN PERFORM junction._upsert_summaries(summaries); END IF;
+    IF timeseries IS NOT NULL THEN PERFORM junction._upsert_samples(timeseries); END IF;
+    IF streams IS NOT NULL THEN PERFORM junction._upsert_workout_streams(streams); END IF;
+    IF conns IS NOT NULL THEN PERFORM junction._upsert_connections(conns); END IF;
+    IF backfills IS NOT NULL THEN PERFORM junction._upsert_backfills(backfills); END IF;
+    -- critical results before orders: an order typed in this batch then sees its critical flag
+    IF lab_crit IS NOT NULL THEN PERFORM junction._upsert_lab_critical(lab_crit); END IF;
+    IF lab_orders IS NOT NULL THEN PERFORM junction._upsert_lab_orders(lab_orders); END IF;
+    IF lab_appts IS NOT NULL THEN PERFORM junction._upsert_lab_appointments(lab_appts); END IF;
+    IF lab_jobs IS NOT NULL THEN PERFORM junction._upsert_lab_report_jobs(lab_jobs); END IF;
+    IF sense IS NOT NULL THEN PERFORM junction._upsert_sense(sense); END IF;
+
+    UPDATE junction.inbox
+    SET status = 'processed', processed_at = clock_timestamp(), attempts = attempts + 1,
+        error = NULL, sqlstate = NULL
+    WHERE id = ANY (ids);
+
+    RETURN accepted;
+END
+$fn$;
+COMMENT ON FUNCTION junction._apply_deliveries(bigint[], text[]) IS
+  'accept verified inbox rows (ids with their svix ids): parse, record events, type new ones, mark processed; raises on bad input';
+
+CREATE OR REPLACE FUNCTION junction._backfill_claim()
+RETURNS SETOF junction.backfill_job
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT junction._api_key_configured(false) THEN
+        RETURN;
+    END IF;
+    -- lab results first: a completed (or critical) order is waited for by a clinician
+    RETURN QUERY
+    UPDATE junction.lab_orders AS t
+    SET result_fetch_status = 'running', result_attempts = t.result_attempts + 1
+    FROM (SELECT o.user_id, o.id
+          FROM junction.lab_orders AS o
+          WHERE o.result_fetch_status = 'pending'
+            AND (o.result_next_attempt_at IS NULL OR o.result_next_attempt_at <= clock_timestamp()
+                 OR o.result_attempts = 0)
+          ORDER BY coalesce(o.result_next_attempt_at, o.updated_at), o.user_id, o.id
+          LIMIT 1
+          FOR UPDATE SKIP LOCKED) AS c
+    WHERE t.user_id = c.user_id AND t.id = c.id
+    RETURNING 'lab_result'::text, t.user_id, NULL::text, 'lab_result'::text,
+              NULL::timestamptz, NULL::timestamptz, NULL::uuid, t.id;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    UPDATE junction.backfills AS t
+    SET fetch_status = 'running', attempts = t.attempts + 1, updated_at = now()
+    FROM (SELECT b.user_id, b.provider, b.resource
+          FROM junction.backfills AS b
+          WHERE b.fetch_status = 'pending'
+            AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= clock_timestamp() OR b.attempts = 0)
+          ORDER BY coalesce(b.next_attempt_at, b.completed_at), b.user_id, b.provider, b.resource
+          LIMIT 1
+          FOR UPDATE SKIP LOCKED) AS c
+    WHERE t.user_id = c.user_id AND t.provider = c.provider AND t.resource = c.resource
+    RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid, NULL::uuid;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    UPDATE junction.workout_streams AS t
+    SET fetch_status = 'running', attempts = t.attempts + 1, updated_at = now()
+    FROM (SELECT w.user_id, w.workout_id
+          FROM junction.workout_streams AS w
+          WHERE w.fetch_status = 'pending'
+            AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= clock_timestamp() OR w.attempts = 0)
+          ORDER BY coalesce(w.next_attempt_at, w.updated_at), w.user_id, w.workout_id
+          LIMIT 1
+          FOR UPDATE SKIP LOCKED) AS c
+    WHERE t.user_id = c.user_id AND t.workout_id = c.workout_id
+    RETURNING 'workout_stream'::text, t.user_id, t.provider, 'workout_stream'::text,
+              NULL::timestamptz, NULL::timestamptz, t.workout_id, NULL::uuid;
+END
+$$;
+COMMENT ON FUNCTION junction._backfill_claim() IS
+  'claim one due backfill job (FOR UPDATE SKIP LOCKED), mark it running, count the attempt; none while no API key is configured';
+
+CREATE OR REPLACE FUNCTION junction._backfill_reset_running()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a integer;
+    b integer;
+BEGIN
+    UPDATE junction.backfills SET fetch_status = 'pending', updated_at = now() WHERE fetch_status = 'running';
+    GET DIAGNOSTICS a = ROW_COUNT;
+    UPDATE junction.workout_streams SET fetch_status = 'pending', updated_at = now() WHERE fetch_status = 'running';
+    GET DIAGNOSTICS b = ROW_COUNT;
+    a := a + b;
+    UPDATE junction.lab_orders SET result_fetch_status = 'pending' WHERE result_fetch_status = 'running';
+    GET DIAGNOSTICS b = ROW_COUNT;
+    RETURN a + b;
+END
+$$;
+COMMENT ON FUNCTION junction._backfill_reset_running() IS
+  'put running backfill jobs back to pending (the worker calls it at start); returns how many';
+
+CREATE OR REPLACE FUNCTION junction._backfill_run(job junction.backfill_job)
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE WHEN job.kind = 'lab_result'
+                   THEN junction._lab_result_run(job.user_id, junction._require(job.order_id, 'order_id'))
+                   ELSE junction._backfill_run(job.kind, job.user_id, job.provider, job.resource,
+                                               job.start_date, job.end_date, job.workout_id) END $$;
+COMMENT ON FUNCTION junction._backfill_run(junction.backfill_job) IS
+  'junction._backfill_run for a claimed job row (a lab_result job: junction._lab_result_run)';
+
+CREATE OR REPLACE FUNCTION junction._backfill_failed(job junction.backfill_job, error text, sqlstate text)
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE WHEN job.kind = 'lab_result'
+                   THEN junction._lab_result_failed(job.user_id, job.order_id, error, sqlstate)
+                   ELSE junction._backfill_failed(job.kind, job.user_id, job.provider, job.resource,
+                                                  job.start_date, job.end_date, job.workout_id, error,
+                                                  sqlstate) END $$;
+COMMENT ON FUNCTION junction._backfill_failed(junction.backfill_job, text, text) IS
+  'junction._backfill_failed for a claimed job row (a lab_result job: junction._lab_result_failed)';
+
+REVOKE ALL ON junction.lab_orders, junction.lab_appointments, junction.lab_results,
+               junction.lab_critical_results, junction.lab_critical_alerts,
+               junction.sense_queries, junction.sense_results,
+               junction.lab_report_parsing_jobs, junction.lab_report_results FROM PUBLIC;
+-- every function of the extension but the three pure ones is for superusers (99_privileges)
+DO $revoke$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure
+        FROM pg_catalog.pg_depend AS d
+        JOIN pg_catalog.pg_proc AS p ON p.oid = d.objid
+        WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.deptype = 'e'
+          AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension AS e WHERE e.extname = 'junction')
+          AND p.proname NOT IN ('junction_verify_webhook', 'junction_webhook_is_valid', 'junction_sign_webhook')
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END
+$revoke$;
+-- the lab events stored before the upgrade, typed as they would be now (oldest first)
+DO $lab$
+DECLARE
+    e record;
+BEGIN
+    FOR e IN
+        SELECT ev.svix_id, ev.event_type, ev.user_id, ev.received_at, ev.payload -> 'data' AS obj,
+               coalesce(ev.inbox_id, 0) AS seq
+        FROM junction.events AS ev
+        WHERE ev.event_type OPERATOR(pg_catalog.=) ANY (ARRAY['labtest.order.created', 'labtest.order.updated',
+                                 'labtest.appointment.created', 'labtest.appointment.updated',
+                                 'labtest.result.critical', 'lab_report.parsing_job.created',
+                                 'lab_report.parsing_job.updated', 'continuous_query.result_table.changed']::pg_catalog.text[])
+          AND ev.user_id IS NOT NULL
+          AND pg_catalog.jsonb_typeof(ev.payload -> 'data') OPERATOR(pg_catalog.=) ANY (ARRAY['object', 'array']::pg_catalog.text[])
+        ORDER BY ev.inbox_id, ev.svix_id
+    LOOP
+        BEGIN
+            IF e.event_type OPERATOR(pg_catalog.=) 'continuous_query.result_table.changed' THEN
+                PERFORM junction._upsert_sense(ARRAY[ROW(e.seq, e.user_id, 'result_table', e.event_type,
+                                                         e.received_at, e.obj)::junction.typing_item]);
+            ELSIF e.event_type OPERATOR(pg_catalog.~~) 'lab_report.parsing_job.%' THEN
+                PERFORM junction._upsert_lab_report_jobs(ARRAY[ROW(e.seq, e.user_id, 'parsing_job', e.event_type,
+                                                                   e.received_at, e.obj)::junction.typing_item]);
+            ELSIF e.event_type OPERATOR(pg_catalog.=) 'labtest.result.critical' THEN
+                PERFORM junction._upsert_lab_critical(ARRAY[ROW(e.seq, e.user_id, 'result', e.event_type,
+                                                                e.received_at, e.obj)::junction.typing_item]);
+            ELSIF e.event_type OPERATOR(pg_catalog.~~) 'labtest.order.%' THEN
+                PERFORM junction._upsert_lab_orders(ARRAY[ROW(e.seq, e.user_id, 'order', e.event_type,
+                                                              e.received_at, e.obj)::junction.typing_item]);
+            ELSE
+                PERFORM junction._upsert_lab_appointments(ARRAY[ROW(e.seq, e.user_id, 'appointment', e.event_type,
+                                                                    e.received_at, e.obj)::junction.typing_item]);
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'junction 0.3.0: stored event % (%) not typed: %', e.svix_id, e.event_type, SQLERRM;
+        END;
+    END LOOP;
+END
+$lab$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Backfill at fleet scale (issue 14): junction.backfill_workers workers, fair claims, page
@@ -611,6 +1922,8 @@ COMMENT ON COLUMN junction.backfills.claimed_by IS 'pid of the backend running t
 COMMENT ON COLUMN junction.backfills.run_rows IS 'rows the current (or last) run loaded since it claimed the job (rows_loaded counts every run since the job was queued)';
 ALTER TABLE junction.workout_streams ADD COLUMN claimed_by integer;
 COMMENT ON COLUMN junction.workout_streams.claimed_by IS 'pid of the backend fetching the stream (a running fetch whose backend is gone is retried)';
+ALTER TABLE junction.lab_orders ADD COLUMN result_claimed_by integer;
+COMMENT ON COLUMN junction.lab_orders.result_claimed_by IS 'pid of the backend fetching the results (a running fetch whose backend is gone is retried)';
 -- a job left running by 0.2.0's single worker has no claimant: the next worker start resumes it
 CREATE OR REPLACE FUNCTION junction._upsert_backfills(items junction.typing_item[])
 RETURNS bigint
@@ -655,6 +1968,25 @@ BEGIN
     IF NOT junction._api_key_configured(false) THEN
         RETURN;
     END IF;
+    -- lab results first: a completed (or critical) order is waited for by a clinician
+    RETURN QUERY
+    UPDATE junction.lab_orders AS t
+    SET result_fetch_status = 'running', result_attempts = t.result_attempts + 1,
+        result_claimed_by = pg_backend_pid()
+    FROM (SELECT o.user_id, o.id
+          FROM junction.lab_orders AS o
+          WHERE o.result_fetch_status = 'pending'
+            AND (o.result_next_attempt_at IS NULL OR o.result_next_attempt_at <= clock_timestamp()
+                 OR o.result_attempts = 0)
+          ORDER BY coalesce(o.result_next_attempt_at, o.updated_at), o.user_id, o.id
+          LIMIT 1
+          FOR UPDATE SKIP LOCKED) AS c
+    WHERE t.user_id = c.user_id AND t.id = c.id
+    RETURNING 'lab_result'::text, t.user_id, NULL::text, 'lab_result'::text,
+              NULL::timestamptz, NULL::timestamptz, NULL::uuid, t.id;
+    IF FOUND THEN
+        RETURN;
+    END IF;
     RETURN QUERY
     WITH due AS (
         SELECT DISTINCT b.user_id
@@ -683,7 +2015,7 @@ BEGIN
         started_at = clock_timestamp(), claimed_by = pg_backend_pid(), run_rows = 0
     FROM c
     WHERE t.user_id = c.user_id AND t.provider = c.provider AND t.resource = c.resource
-    RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid;
+    RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid, NULL::uuid;
     IF FOUND THEN
         RETURN;
     END IF;
@@ -699,7 +2031,7 @@ BEGIN
           FOR UPDATE SKIP LOCKED) AS c
     WHERE t.user_id = c.user_id AND t.workout_id = c.workout_id
     RETURNING 'workout_stream'::text, t.user_id, t.provider, 'workout_stream'::text,
-              NULL::timestamptz, NULL::timestamptz, t.workout_id;
+              NULL::timestamptz, NULL::timestamptz, t.workout_id, NULL::uuid;
 END
 $$;
 COMMENT ON FUNCTION junction._backfill_claim() IS
@@ -793,9 +2125,14 @@ CREATE FUNCTION junction._backfill_step(job junction.backfill_job)
 RETURNS boolean
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT junction._backfill_step(job.kind, job.user_id, job.provider, job.resource,
-                                     job.start_date, job.end_date, job.workout_id) $$;
-COMMENT ON FUNCTION junction._backfill_step(junction.backfill_job) IS 'junction._backfill_step for a claimed job row';
+AS $$ SELECT CASE WHEN job.kind = 'lab_result'
+                   -- one step: fetch and load the order's results (whatever the row count)
+                   THEN (SELECT true FROM junction._lab_result_run(job.user_id,
+                                                                 junction._require(job.order_id, 'order_id')) AS n)
+                   ELSE junction._backfill_step(job.kind, job.user_id, job.provider, job.resource,
+                                                job.start_date, job.end_date, job.workout_id) END $$;
+COMMENT ON FUNCTION junction._backfill_step(junction.backfill_job) IS
+  'junction._backfill_step for a claimed job row (a lab_result job: junction._lab_result_run, in one step)';
 CREATE OR REPLACE FUNCTION junction._backfill_run(kind text, user_id uuid, provider text, resource text,
                                        start_date timestamptz, end_date timestamptz, workout_id uuid)
 RETURNS bigint
@@ -831,9 +2168,12 @@ CREATE OR REPLACE FUNCTION junction._backfill_run(job junction.backfill_job)
 RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT junction._backfill_run(job.kind, job.user_id, job.provider, job.resource,
-                                    job.start_date, job.end_date, job.workout_id) $$;
-COMMENT ON FUNCTION junction._backfill_run(junction.backfill_job) IS 'junction._backfill_run for a claimed job row';
+AS $$ SELECT CASE WHEN job.kind = 'lab_result'
+                   THEN junction._lab_result_run(job.user_id, junction._require(job.order_id, 'order_id'))
+                   ELSE junction._backfill_run(job.kind, job.user_id, job.provider, job.resource,
+                                               job.start_date, job.end_date, job.workout_id) END $$;
+COMMENT ON FUNCTION junction._backfill_run(junction.backfill_job) IS
+  'junction._backfill_run for a claimed job row (a lab_result job: junction._lab_result_run)';
 CREATE OR REPLACE FUNCTION junction._backfill_reset_running()
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
@@ -852,6 +2192,10 @@ BEGIN
     GET DIAGNOSTICS a = ROW_COUNT;
     UPDATE junction.workout_streams SET fetch_status = 'pending', claimed_by = NULL, updated_at = now()
     WHERE fetch_status = 'running' AND (claimed_by IS NULL OR claimed_by <> ALL (live));
+    GET DIAGNOSTICS b = ROW_COUNT;
+    a := a + b;
+    UPDATE junction.lab_orders SET result_fetch_status = 'pending', result_claimed_by = NULL
+    WHERE result_fetch_status = 'running' AND (result_claimed_by IS NULL OR result_claimed_by <> ALL (live));
     GET DIAGNOSTICS b = ROW_COUNT;
     RETURN a + b;
 END
@@ -898,9 +2242,23 @@ SELECT 'workout_stream', s.user_id, s.provider, 'workout_stream', s.workout_id,
             ELSE s.next_attempt_at END,
        NULL, NULL, s.fetch_error
 FROM junction.workout_streams AS s
-WHERE s.fetch_status IN ('running', 'pending');
+WHERE s.fetch_status IN ('running', 'pending')
+UNION ALL
+SELECT 'lab_result', o.user_id, NULL, 'lab_result', NULL,
+       o.result_fetch_status,
+       CASE WHEN o.result_fetch_status = 'running' THEN NULL
+            WHEN o.result_attempts > 0 THEN 'retry'
+            ELSE 'new' END,
+       CASE WHEN o.result_fetch_status = 'running' THEN o.result_claimed_by END,
+       NULL, NULL, NULL, NULL, NULL, NULL, o.result_attempts,
+       CASE WHEN o.result_fetch_status <> 'pending' THEN NULL
+            WHEN o.result_attempts = 0 OR o.result_next_attempt_at IS NULL THEN o.updated_at
+            ELSE o.result_next_attempt_at END,
+       NULL, NULL, o.result_fetch_error
+FROM junction.lab_orders AS o
+WHERE o.result_fetch_status IN ('running', 'pending');
 COMMENT ON VIEW junction.backfill_progress IS
-  'every running backfill job (its backend pid, pages and rows so far, the rate of this run, started, last page at) and the queue (pending: new, retry after a failure, or resume from a checkpoint; due_at: when it is or was due)';
+  'every running backfill job (a range, a workout stream, a lab order''s results: its backend pid, pages and rows so far, the rate of this run, started, last page at) and the queue (pending: new, retry after a failure, or resume from a checkpoint; due_at: when it is or was due)';
 REVOKE ALL ON junction.backfill_progress FROM PUBLIC;
 CREATE OR REPLACE VIEW junction.status AS
 SELECT q.pending,
@@ -945,7 +2303,8 @@ FROM (SELECT (SELECT count(*) FROM junction.inbox WHERE status = 'pending') AS p
              count(*) FILTER (WHERE state = 'pending') AS backfills_pending
         FROM junction.backfill_progress) bp,
      (SELECT (SELECT count(*) FROM junction.backfills WHERE fetch_status = 'failed')
-             + (SELECT count(*) FROM junction.workout_streams WHERE fetch_status = 'failed') AS backfills_failed,
+             + (SELECT count(*) FROM junction.workout_streams WHERE fetch_status = 'failed')
+             + (SELECT count(*) FROM junction.lab_orders WHERE result_fetch_status = 'failed') AS backfills_failed,
              (SELECT a.paused_until FROM junction._api_pause() AS a) AS api_paused_until) bf;
 COMMENT ON VIEW junction.status IS
   'inbox backlog, quarantine, throughput, worker pids and heartbeat, and why work is waiting; the backfill workers, their queue (running, pending, failed jobs) and the API pause after a 429';
@@ -1005,7 +2364,7 @@ BEGIN
         rows_loaded = NULL, attempts = 0, next_attempt_at = NULL, updated_at = now(),
         received_seq = excluded.received_seq, data = excluded.data,
         cursor = NULL, pages_done = 0, fast = NULL, claimed_by = NULL
-    RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid;
+    RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid, NULL::uuid;
     PERFORM junction._wake_at_commit();
 END
 $$;
