@@ -17,7 +17,8 @@ SELECT count(*) AS deliveries, count(DISTINCT svix_id) AS messages,
 -- what a run leaves behind
 CREATE TABLE ordering_result (run text, tbl text, nrows bigint, md5 text);
 CREATE FUNCTION pg_temp.reset() RETURNS void LANGUAGE sql AS $$
-  TRUNCATE junction.events, junction.samples, junction.activity, junction.sleep, junction.body, junction.inbox
+  TRUNCATE junction.events, junction.samples, junction.activity, junction.sleep, junction.body, junction.inbox,
+           junction.daily
 $$;
 -- drain in batches of `size` (the batch boundaries differ from run to run)
 CREATE FUNCTION pg_temp.drain(size integer) RETURNS integer LANGUAGE plpgsql AS $$

@@ -39,6 +39,8 @@ int			junction_batch_bytes = 16 * 1024 * 1024;
 int			junction_poll_interval_ms = 1000;
 int			junction_inbox_retention_s = 7 * 24 * 3600;
 int			junction_signature_tolerance_s = 300;
+/* Read by SQL (junction._daily_enabled), so no C code reads it; defined here with the others. */
+static bool junction_daily = true;
 
 JunctionShared *junction_shared = NULL;
 
@@ -112,6 +114,12 @@ junction_define_gucs(void)
 							"Largest difference between svix-timestamp and the delivery's received_at.",
 							NULL, &junction_signature_tolerance_s, 300, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomBoolVariable("junction.daily",
+							 "Maintain junction.daily as the typed tables change.",
+							 "Off: the upserts skip the consolidated daily values; "
+							 "junction_rebuild_daily() brings them up to date.",
+							 &junction_daily, true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 }
 
 /* Register one static background worker running function(slot). */

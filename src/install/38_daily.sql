@@ -1,0 +1,496 @@
+-- ---------------------------------------------------------------------------------------------
+-- Consolidation: one number per user, local day and metric (junction.daily), chosen among the
+-- candidates (one per provider and source type) by the team's source priorities, else by a
+-- documented default rule. A day is always recomputed from its candidates in the typed tables,
+-- never patched, so the result does not depend on the order deliveries arrive in. The typing
+-- upserts (webhook drain, junction_sync, backfill: junction._upsert_summaries and
+-- junction._upsert_samples) recompute the days they touched; junction_rebuild_daily() recomputes
+-- everything (after a change of the priorities or of the metrics).
+-- ---------------------------------------------------------------------------------------------
+
+-- The team's source priorities: Junction's (junction_sync_source_priorities()) and the team's own.
+CREATE TABLE junction.source_priorities (
+    resource    text NOT NULL CONSTRAINT source_priorities_resource_check CHECK (length(resource) BETWEEN 1 AND 255),
+    provider    text NOT NULL CONSTRAINT source_priorities_provider_check CHECK (length(provider) BETWEEN 1 AND 255),
+    source_type text NOT NULL DEFAULT '' CONSTRAINT source_priorities_source_type_check CHECK (length(source_type) <= 255),
+    priority    integer NOT NULL,
+    origin      text NOT NULL DEFAULT 'team' CONSTRAINT source_priorities_origin_check CHECK (origin IN ('junction', 'team')),
+    data        jsonb,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT source_priorities_pkey PRIMARY KEY (resource, provider, source_type, origin)
+);
+COMMENT ON TABLE junction.source_priorities IS
+  'source priorities for junction.daily: lower priority wins; origin junction = GET /v2/team/source/priorities (junction_sync_source_priorities), team = your overrides';
+COMMENT ON COLUMN junction.source_priorities.resource IS
+  'Junction''s data_type (activity, sleep, body, workouts, timeseries = every timeseries resource) or one resource (steps, heartrate, ...)';
+COMMENT ON COLUMN junction.source_priorities.source_type IS 'a source type (watch, phone, ring, ...), or empty = any';
+COMMENT ON COLUMN junction.source_priorities.priority IS 'lower wins; the most specific row applies (resource, then source type), a team row before Junction''s';
+COMMENT ON COLUMN junction.source_priorities.origin IS 'junction: replaced by junction_sync_source_priorities(); team: yours, never touched by the extension';
+COMMENT ON COLUMN junction.source_priorities.data IS 'the object Junction sent (origin junction)';
+
+-- The metrics: which typed column (or sample value) of which resource feeds which metric, and how
+-- a day of one candidate (provider, source type) is reduced to one number.
+CREATE TABLE junction.daily_metrics (
+    metric    text NOT NULL CONSTRAINT daily_metrics_metric_check CHECK (metric ~ '^[a-z][a-z0-9_]{0,62}$'),
+    resource  text NOT NULL CONSTRAINT daily_metrics_resource_check CHECK (length(resource) BETWEEN 1 AND 64),
+    value_sql text NOT NULL,
+    aggregate text NOT NULL CONSTRAINT daily_metrics_aggregate_check CHECK (aggregate IN ('sum', 'avg', 'min', 'max', 'count', 'pick')),
+    order_sql text,
+    unit      text,
+    rank      integer NOT NULL DEFAULT 1,
+    builtin   boolean NOT NULL DEFAULT false,
+    CONSTRAINT daily_metrics_pick_check CHECK ((aggregate = 'pick') = (order_sql IS NOT NULL)),
+    CONSTRAINT daily_metrics_pkey PRIMARY KEY (metric, resource)
+);
+COMMENT ON TABLE junction.daily_metrics IS
+  'the metrics of junction.daily: one row per metric and resource feeding it (superusers only: value_sql and order_sql are SQL)';
+COMMENT ON COLUMN junction.daily_metrics.value_sql IS 'SQL expression over the typed row t (a summary table row, or a junction.samples row)';
+COMMENT ON COLUMN junction.daily_metrics.aggregate IS
+  'how one candidate''s rows of a day become one number: sum, avg, min, max, count, or pick (the first row in order_sql)';
+COMMENT ON COLUMN junction.daily_metrics.order_sql IS 'pick: ORDER BY list over t (deterministic, ends in a key)';
+COMMENT ON COLUMN junction.daily_metrics.rank IS
+  'among the resources of one metric, for the same source: lower first (a provider''s own daily summary before the sum of its samples)';
+COMMENT ON COLUMN junction.daily_metrics.builtin IS 'installed by the extension; rows you add (builtin = false) are kept by pg_dump';
+
+INSERT INTO junction.daily_metrics (metric, resource, value_sql, aggregate, order_sql, unit, rank)
+SELECT m.metric, m.resource, m.value_sql, m.aggregate,
+       CASE m.aggregate WHEN 'pick' THEN coalesce(m.order_sql,
+         CASE WHEN m.resource IN ('activity', 'sleep', 'body', 'workouts')
+              THEN 'coalesce(t.updated_at, ''-infinity'') DESC, t.received_seq DESC, t.id DESC'
+              ELSE 't.time DESC, t.type DESC, t.workout_id DESC' END) END,
+       m.unit, m.rank
+FROM (VALUES
+    -- activity: one summary per day and source; the newest version's number
+    ('steps',              'activity', 't.steps',                  'pick', NULL, 'count', 1),
+    ('calories_active',    'activity', 't.calories_active',        'pick', NULL, 'kcal',  1),
+    ('calories_total',     'activity', 't.calories_total',         'pick', NULL, 'kcal',  1),
+    ('distance',           'activity', 't.distance',               'pick', NULL, 'm',     1),
+    ('floors_climbed',     'activity', 't.floors_climbed',         'pick', NULL, 'count', 1),
+    ('resting_heart_rate', 'activity', 't.heart_rate_resting_bpm', 'pick', NULL, 'bpm',   1),
+    -- sleep: durations add up over the day's sessions (a night and a nap); the rates and scores
+    -- are the longest session's
+    ('sleep_total',        'sleep', 't.total',      'sum', NULL, 's', 1),
+    ('sleep_deep',         'sleep', 't.deep',       'sum', NULL, 's', 1),
+    ('sleep_rem',          'sleep', 't.rem',        'sum', NULL, 's', 1),
+    ('sleep_light',        'sleep', 't.light',      'sum', NULL, 's', 1),
+    ('sleep_awake',        'sleep', 't.awake',      'sum', NULL, 's', 1),
+    ('sleep_efficiency',   'sleep', 't.efficiency', 'pick', 't.total DESC NULLS LAST, t.bedtime_start DESC, t.id DESC', '%', 1),
+    ('sleep_score',        'sleep', 't.score',      'pick', 't.total DESC NULLS LAST, t.bedtime_start DESC, t.id DESC', 'score', 1),
+    ('hrv_average',        'sleep', 't.average_hrv', 'pick', 't.total DESC NULLS LAST, t.bedtime_start DESC, t.id DESC', 'ms', 1),
+    ('respiratory_rate',   'sleep', 't.respiratory_rate', 'pick', 't.total DESC NULLS LAST, t.bedtime_start DESC, t.id DESC', 'bpm', 1),
+    ('resting_heart_rate', 'sleep', 't.hr_resting', 'pick', 't.total DESC NULLS LAST, t.bedtime_start DESC, t.id DESC', 'bpm', 2),
+    -- body: the newest measurement of the day
+    ('weight',             'body', 't.weight', 'pick', NULL, 'kg', 1),
+    ('body_fat',           'body', 't.fat',    'pick', NULL, '%',  1),
+    -- workouts: how many, and how long in all
+    ('workout_count',      'workouts', 't.id IS NOT NULL', 'count', NULL, 'count', 1),
+    ('workout_duration',   'workouts', 'extract(epoch FROM t.time_end - t.time_start)', 'sum', NULL, 's', 1),
+    -- timeseries: cumulative ones add up, levels average, body measurements take the latest
+    ('steps',              'steps',              't.value', 'sum', NULL, 'count', 2),
+    ('calories_active',    'calories_active',    't.value', 'sum', NULL, 'kcal',  2),
+    ('calories_basal',     'calories_basal',     't.value', 'sum', NULL, 'kcal',  2),
+    ('distance',           'distance',           't.value', 'sum', NULL, 'm',     2),
+    ('floors_climbed',     'floors_climbed',     't.value', 'sum', NULL, 'count', 2),
+    ('hrv_average',        'hrv',                't.value', 'avg', NULL, 'ms',    2),
+    ('respiratory_rate',   'respiratory_rate',   't.value', 'avg', NULL, 'bpm',   2),
+    ('weight',             'weight',             't.value', 'pick', NULL, 'kg',   2),
+    ('body_fat',           'fat',                't.value', 'pick', NULL, '%',    2),
+    ('heart_rate_average', 'heartrate',          't.value', 'avg', NULL, 'bpm',   1),
+    ('heart_rate_max',     'heartrate',          't.value', 'max', NULL, 'bpm',   1),
+    ('heart_rate_min',     'heartrate',          't.value', 'min', NULL, 'bpm',   1),
+    ('glucose_average',    'glucose',            't.value', 'avg', NULL, 'mmol/L', 1),
+    ('blood_oxygen_average', 'blood_oxygen',     't.value', 'avg', NULL, '%',     1),
+    ('stress_level_average', 'stress_level',     't.value', 'avg', NULL, '%',     1),
+    ('body_temperature',   'body_temperature',   't.value', 'avg', NULL, '°C',    1),
+    ('body_temperature_delta', 'body_temperature_delta', 't.value', 'avg', NULL, '°C', 1),
+    ('vo2_max',            'vo2_max',            't.value', 'pick', NULL, 'mL/kg/min', 1),
+    ('water',              'water',              't.value', 'sum', NULL, 'mL',    1),
+    ('caffeine',           'caffeine',           't.value', 'sum', NULL, 'g',     1),
+    ('carbohydrates',      'carbohydrates',      't.value', 'sum', NULL, 'g',     1),
+    ('mindfulness_minutes', 'mindfulness_minutes', 't.value', 'sum', NULL, 'min', 1),
+    ('daylight_exposure',  'daylight_exposure',  't.value', 'sum', NULL, 'min',   1),
+    ('stand_duration',     'stand_duration',     't.value', 'sum', NULL, 'min',   1),
+    ('stand_hour',         'stand_hour',         't.value', 'sum', NULL, 'count', 1),
+    ('wheelchair_push',    'wheelchair_push',    't.value', 'sum', NULL, 'count', 1),
+    ('insulin_injection',  'insulin_injection',  't.value', 'sum', NULL, 'unit',  1)
+) AS m(metric, resource, value_sql, aggregate, order_sql, unit, rank);
+UPDATE junction.daily_metrics SET builtin = true;
+
+-- The consolidated values.
+CREATE TABLE junction.daily (
+    user_id       uuid NOT NULL,
+    calendar_date date NOT NULL,
+    metric        text NOT NULL,
+    value         double precision NOT NULL,
+    unit          text,
+    provider      text NOT NULL,
+    source_type   text NOT NULL,
+    resource      text NOT NULL,
+    candidates    integer NOT NULL,
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT daily_pkey PRIMARY KEY (user_id, calendar_date, metric)
+);
+COMMENT ON TABLE junction.daily IS
+  'one number per user, local day and metric, from the winning candidate (provider, source type) by junction.source_priorities, else the default rule (README, "Consolidation")';
+COMMENT ON COLUMN junction.daily.calendar_date IS 'the user''s local day: the summary''s calendar_date, or the sample''s local_time (its UTC day when the offset is unknown)';
+COMMENT ON COLUMN junction.daily.provider IS 'the winning candidate''s provider';
+COMMENT ON COLUMN junction.daily.source_type IS 'the winning candidate''s source type';
+COMMENT ON COLUMN junction.daily.resource IS 'where the value comes from: a summary resource (activity, sleep, ...) or a timeseries resource';
+COMMENT ON COLUMN junction.daily.candidates IS 'how many candidates (provider, source type, resource) had a value that day';
+COMMENT ON COLUMN junction.daily.updated_at IS 'when the value (or its winner) last changed';
+-- many users, a range of days, a few metrics: an index-only scan
+CREATE INDEX daily_metric_date ON junction.daily (metric, calendar_date, user_id) INCLUDE (value);
+
+
+
+-- The aggregators: providers that merge other apps' and devices' data (phone health stores).
+CREATE FUNCTION junction._aggregator_providers()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT ARRAY['apple_health_kit', 'health_connect', 'google_fit', 'samsung_health']::pg_catalog.text[]
+$fn$;
+COMMENT ON FUNCTION junction._aggregator_providers() IS
+  'providers that aggregate other sources (ranked after a device''s own cloud by junction.default_source_rank)';
+
+-- The default rule when no priority applies: a dedicated device (ring, watch, strap, cuff, scale,
+-- meter, CGM) before a phone, a phone before an app, an app before merged "multiple sources";
+-- within a tier, the device's own cloud before an aggregator (HealthKit, Health Connect, ...).
+-- A source type of unknown counts as a device when a device maker sends it, else as merged.
+CREATE FUNCTION junction.default_source_rank(provider text, source_type text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT CASE
+             WHEN source_type OPERATOR(pg_catalog.=) ANY (ARRAY['ring', 'watch', 'chest_strap', 'cuff', 'scale',
+                      'fingerprick', 'automatic', 'manual_scan', 'lab']::pg_catalog.text[]) THEN 10
+             WHEN source_type OPERATOR(pg_catalog.=) 'phone'::pg_catalog.text THEN 20
+             WHEN source_type OPERATOR(pg_catalog.=) 'app'::pg_catalog.text THEN 30
+             WHEN source_type OPERATOR(pg_catalog.=) 'multiple_sources'::pg_catalog.text THEN 40
+             WHEN provider OPERATOR(pg_catalog.<>) ALL (junction._aggregator_providers()) THEN 10
+             ELSE 40
+           END
+           OPERATOR(pg_catalog.+)
+           CASE WHEN provider OPERATOR(pg_catalog.=) ANY (junction._aggregator_providers()) THEN 1 ELSE 0 END
+$fn$;
+COMMENT ON FUNCTION junction.default_source_rank(text, text) IS
+  'the default rank of a source when no priority applies (lower wins): device 10, phone 20, app 30, multiple_sources 40; +1 for an aggregator provider';
+
+-- The priority that applies to a candidate, or null: the most specific row of
+-- junction.source_priorities (the resource itself before its data_type "timeseries", a source
+-- type before "any"), a team row before Junction's.
+CREATE FUNCTION junction.source_priority(resource text, kind text, provider text, source_type text)
+RETURNS integer
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT p.priority
+    FROM junction.source_priorities AS p
+    WHERE p.provider OPERATOR(pg_catalog.=) source_priority.provider
+      AND (p.resource OPERATOR(pg_catalog.=) source_priority.resource
+           OR (kind OPERATOR(pg_catalog.=) 'timeseries'::pg_catalog.text
+               AND p.resource OPERATOR(pg_catalog.=) 'timeseries'::pg_catalog.text))
+      AND (p.source_type OPERATOR(pg_catalog.=) source_priority.source_type
+           OR p.source_type OPERATOR(pg_catalog.=) ''::pg_catalog.text)
+    ORDER BY p.resource OPERATOR(pg_catalog.=) source_priority.resource DESC,
+             p.source_type OPERATOR(pg_catalog.<>) ''::pg_catalog.text DESC,
+             p.origin OPERATOR(pg_catalog.=) 'team'::pg_catalog.text DESC
+    LIMIT 1
+$fn$;
+COMMENT ON FUNCTION junction.source_priority(text, text, text, text) IS
+  'the priority of junction.source_priorities that applies to a candidate (resource, its kind, provider, source type), or null';
+
+-- Whether the upserts maintain junction.daily (the junction.daily setting; on without the library).
+CREATE FUNCTION junction._daily_enabled()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT coalesce(current_setting('junction.daily', true), 'on') <> 'off' $fn$;
+COMMENT ON FUNCTION junction._daily_enabled() IS 'false when junction.daily = off (the upserts then leave junction.daily alone)';
+
+-- The statement that recomputes the days of $1 (junction.daily_key[]): generated from
+-- junction.daily_metrics and junction.resources. One candidate per metric, provider, source type
+-- and resource; the winner by priority, the default rank, the metric's resource rank, then names.
+CREATE FUNCTION junction._daily_sql()
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    cands text;
+BEGIN
+    SELECT string_agg(format($q$
+    SELECT k.user_id, k.calendar_date, k.metric, %1$L::text AS resource, %2$L::text AS kind,
+           %3$s AS rank, t.provider, t.source_type, %4$s AS value
+    FROM k JOIN %5$s AS t ON %6$s
+    WHERE k.metric = %7$L
+    GROUP BY k.user_id, k.calendar_date, k.metric, t.provider, t.source_type$q$,
+               m.resource, r.kind, m.rank,
+               CASE m.aggregate
+                 WHEN 'pick' THEN format('(array_agg((%1$s)::double precision ORDER BY %2$s) FILTER (WHERE (%1$s) IS NOT NULL))[1]',
+                                         m.value_sql, m.order_sql)
+                 WHEN 'count' THEN format('count(NULLIF(%s, false))::double precision', m.value_sql)
+                 ELSE format('%s((%s)::double precision)', m.aggregate, m.value_sql)
+               END,
+               format('junction.%I', r.table_name),
+               CASE r.kind
+                 WHEN 'timeseries' THEN format(
+                   't.user_id = k.user_id AND t.resource = %L'
+                   ' AND t.time >= (k.calendar_date - 1)::timestamp AT TIME ZONE ''UTC'''
+                   ' AND t.time < (k.calendar_date + 2)::timestamp AT TIME ZONE ''UTC'''
+                   ' AND coalesce(t.local_time, t.time AT TIME ZONE ''UTC'')::date = k.calendar_date', m.resource)
+                 ELSE 't.user_id = k.user_id AND t.calendar_date = k.calendar_date'
+               END,
+               m.metric),
+           E'\n    UNION ALL' ORDER BY m.metric, m.resource)
+      INTO cands
+    FROM junction.daily_metrics AS m
+    JOIN junction.resources AS r ON r.name = m.resource AND r.kind IN ('summary', 'timeseries');
+
+    RETURN format($q$
+WITH k AS MATERIALIZED (
+    SELECT DISTINCT k.user_id, k.calendar_date, m.metric
+    FROM unnest($1::junction.daily_key[]) AS k
+    JOIN junction.daily_metrics AS m ON m.resource = k.resource
+    WHERE k.user_id IS NOT NULL AND k.calendar_date IS NOT NULL
+), c AS (%1$s
+), w AS (
+    SELECT DISTINCT ON (c.user_id, c.calendar_date, c.metric)
+           c.user_id, c.calendar_date, c.metric, c.value, c.resource, c.provider, c.source_type,
+           count(*) OVER (PARTITION BY c.user_id, c.calendar_date, c.metric) AS candidates
+    FROM c
+    WHERE c.value IS NOT NULL AND c.value <> 'NaN'
+    ORDER BY c.user_id, c.calendar_date, c.metric,
+             junction.source_priority(c.resource, c.kind, c.provider, c.source_type) NULLS LAST,
+             junction.default_source_rank(c.provider, c.source_type), c.rank,
+             c.provider, c.source_type, c.resource
+), up AS (
+    INSERT INTO junction.daily AS d
+        (user_id, calendar_date, metric, value, unit, provider, source_type, resource, candidates, updated_at)
+    SELECT w.user_id, w.calendar_date, w.metric, w.value, m.unit, w.provider, w.source_type, w.resource,
+           w.candidates, now()
+    FROM w JOIN junction.daily_metrics AS m ON m.metric = w.metric AND m.resource = w.resource
+    ORDER BY w.user_id, w.calendar_date, w.metric
+    ON CONFLICT (user_id, calendar_date, metric) DO UPDATE
+    SET value = excluded.value, unit = excluded.unit, provider = excluded.provider,
+        source_type = excluded.source_type, resource = excluded.resource,
+        candidates = excluded.candidates, updated_at = excluded.updated_at
+    WHERE (d.value, d.unit, d.provider, d.source_type, d.resource, d.candidates)
+          IS DISTINCT FROM (excluded.value, excluded.unit, excluded.provider, excluded.source_type,
+                            excluded.resource, excluded.candidates)
+    RETURNING 1
+), gone AS (
+    DELETE FROM junction.daily AS d
+    USING k
+    WHERE d.user_id = k.user_id AND d.calendar_date = k.calendar_date AND d.metric = k.metric
+      AND NOT EXISTS (SELECT FROM w
+                      WHERE w.user_id = d.user_id AND w.calendar_date = d.calendar_date AND w.metric = d.metric)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM up) + (SELECT count(*) FROM gone)$q$, coalesce(cands, $q$
+    SELECT NULL::uuid AS user_id, NULL::date AS calendar_date, NULL::text AS metric, NULL::text AS resource,
+           NULL::text AS kind, NULL::integer AS rank, NULL::text AS provider, NULL::text AS source_type,
+           NULL::double precision AS value
+    WHERE false$q$));
+END
+$fn$;
+COMMENT ON FUNCTION junction._daily_sql() IS
+  'the statement that recomputes the junction.daily values of the days $1 (junction.daily_key[]) from their candidates';
+
+-- Recompute the days of keys: rows of junction.daily written or deleted. Concurrent writers of
+-- one user's days take turns (an advisory lock per user, in user order), so each recomputation
+-- sees the other's committed rows.
+CREATE FUNCTION junction._daily_refresh(keys junction.daily_key[], force boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+-- The EXECUTEd text comes from junction._daily_sql, built from junction.daily_metrics (writable by
+-- superusers only) and the catalog; the keys are passed with USING.
+-- @plpgsql_check_options: security_warnings = off
+DECLARE
+    n bigint;
+BEGIN
+    IF keys IS NULL OR cardinality(keys) = 0 OR NOT (force OR junction._daily_enabled()) THEN
+        RETURN 0;
+    END IF;
+    PERFORM pg_advisory_xact_lock(1785688929, hashtext(u.user_id::text))
+    FROM (SELECT DISTINCT k.user_id FROM unnest(keys) AS k WHERE k.user_id IS NOT NULL ORDER BY 1) AS u;
+    EXECUTE junction._daily_sql() INTO n USING keys;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._daily_refresh(junction.daily_key[], boolean) IS
+  'recompute the junction.daily values of the given (user, day, resource) keys from their candidates (unless junction.daily = off and not force)';
+
+-- The days a batch of summaries of one resource touches, read from its table (before the upsert:
+-- the days the stored versions are on; after: the new ones). Null for a resource without metrics.
+CREATE FUNCTION junction._daily_summary_keys(items junction.typing_item[], resource text)
+RETURNS junction.daily_key[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+-- The EXECUTEd text names a summary table from the registry (quote_ident); values are passed with USING.
+-- @plpgsql_check_options: security_warnings = off
+DECLARE
+    res  junction.resources;
+    keys junction.daily_key[];
+BEGIN
+    SELECT * INTO res FROM junction.resources AS r
+    WHERE r.name = _daily_summary_keys.resource AND r.kind = 'summary'
+      AND EXISTS (SELECT FROM junction.daily_metrics AS m WHERE m.resource = r.name);
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format($q$
+        SELECT array_agg(DISTINCT ROW(t.user_id, t.calendar_date, $2)::junction.daily_key)
+        FROM junction.%I AS t
+        JOIN (SELECT DISTINCT i.user_id, (i.obj ->> %L)::uuid AS id
+              FROM unnest($1) AS i
+              WHERE i.resource = $2
+                AND (i.obj ->> %L) ~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$') AS b
+          ON t.user_id = b.user_id AND t.id = b.id
+        WHERE t.calendar_date IS NOT NULL$q$, res.table_name, res.id_field, res.id_field)
+      INTO keys USING items, resource;
+    RETURN keys;
+END
+$fn$;
+COMMENT ON FUNCTION junction._daily_summary_keys(junction.typing_item[], text) IS
+  'the (user, calendar_date, resource) keys of the stored summaries a batch names (resources with daily metrics only)';
+
+-- ---------------------------------------------------------------------------------------------
+-- Entry points.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION junction_rebuild_daily(user_id uuid DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+-- The EXECUTEd text names summary tables from the registry (quote_ident); values are passed with USING.
+-- @plpgsql_check_options: security_warnings = off
+DECLARE
+    uid  uuid := user_id;
+    keys junction.daily_key[] := '{}'::junction.daily_key[];
+    more junction.daily_key[];
+    res  record;
+    n    bigint;
+BEGIN
+    FOR res IN SELECT DISTINCT r.name, r.kind, r.table_name
+               FROM junction.resources AS r
+               JOIN junction.daily_metrics AS m ON m.resource = r.name
+               WHERE r.kind IN ('summary', 'timeseries')
+               ORDER BY r.name
+    LOOP
+        IF res.kind = 'summary' THEN
+            EXECUTE format('SELECT array_agg(DISTINCT ROW(t.user_id, t.calendar_date, $2)::junction.daily_key)
+                            FROM junction.%I AS t
+                            WHERE t.calendar_date IS NOT NULL AND ($1 IS NULL OR t.user_id = $1)', res.table_name)
+              INTO more USING uid, res.name;
+        ELSE
+            SELECT array_agg(DISTINCT ROW(s.user_id, coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
+                                          res.name)::junction.daily_key)
+              INTO more
+            FROM junction.samples AS s
+            WHERE s.resource = res.name AND (uid IS NULL OR s.user_id = uid);
+        END IF;
+        keys := keys || coalesce(more, '{}'::junction.daily_key[]);
+    END LOOP;
+    -- days without any candidate left (a metric removed, rows deleted) go too
+    DELETE FROM junction.daily AS d WHERE uid IS NULL OR d.user_id = uid;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n + junction._daily_refresh(keys, true);
+END
+$fn$;
+COMMENT ON FUNCTION junction_rebuild_daily(uuid) IS
+  'recompute junction.daily from the typed tables (every user, or one): after changing junction.source_priorities or junction.daily_metrics; returns rows deleted plus rows written';
+
+-- Junction's source priorities, per data_type (PriorityResource in Junction's OpenAPI
+-- specification: activity, body, sleep, timeseries, workouts). The response is an array of
+-- objects whose fields the specification leaves open; each one names a provider (source.slug,
+-- source.provider, provider or slug) and a priority (else its position in the list counts).
+CREATE FUNCTION junction_sync_source_priorities()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    data_type text;
+    answer    jsonb;
+    n         bigint;
+    total     bigint := 0;
+BEGIN
+    DELETE FROM junction.source_priorities AS p WHERE p.origin = 'junction';
+    FOREACH data_type IN ARRAY ARRAY['activity', 'body', 'sleep', 'timeseries', 'workouts'] LOOP
+        answer := @extschema@.junction_api('GET', '/v2/team/source/priorities',
+                                           jsonb_build_object('data_type', data_type));
+        IF jsonb_typeof(answer) IS DISTINCT FROM 'array' THEN
+            RAISE EXCEPTION 'junction API GET /v2/team/source/priorities: response is not an array'
+                USING ERRCODE = '22P02',
+                      DETAIL = format('The response starts with: %s', left(answer::text, 80));
+        END IF;
+        -- one row per provider (and source type, if Junction names one): the best (lowest) priority
+        INSERT INTO junction.source_priorities AS p (resource, provider, source_type, priority, origin, data)
+        SELECT DISTINCT ON (x.provider, x.source_type)
+               data_type, x.provider, x.source_type, x.priority, 'junction', x.obj
+        FROM (SELECT o.obj, junction._provider(o.obj) AS provider,
+                     coalesce(o.obj ->> 'source_type', o.obj #>> '{source,type}', '') AS source_type,
+                     CASE WHEN jsonb_typeof(o.obj -> 'priority') = 'number'
+                          THEN (o.obj ->> 'priority')::numeric::integer
+                          ELSE o.ord::integer END AS priority
+              FROM jsonb_array_elements(answer) WITH ORDINALITY AS o(obj, ord)
+              WHERE jsonb_typeof(o.obj) = 'object') AS x
+        WHERE x.provider IS NOT NULL
+        ORDER BY x.provider, x.source_type, x.priority;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+    END LOOP;
+    RETURN total;
+END
+$fn$;
+COMMENT ON FUNCTION junction_sync_source_priorities() IS
+  'replace Junction''s rows of junction.source_priorities with GET /v2/team/source/priorities (each data_type); team rows stay; returns rows stored (then run junction_rebuild_daily())';
+
+-- One row per user and day, one column per metric (the built-in metrics).
+CREATE VIEW junction.daily_wide AS
+SELECT d.user_id, d.calendar_date,
+       max(d.value) FILTER (WHERE d.metric = 'steps') AS steps,
+       max(d.value) FILTER (WHERE d.metric = 'calories_active') AS calories_active,
+       max(d.value) FILTER (WHERE d.metric = 'calories_total') AS calories_total,
+       max(d.value) FILTER (WHERE d.metric = 'calories_basal') AS calories_basal,
+       max(d.value) FILTER (WHERE d.metric = 'distance') AS distance,
+       max(d.value) FILTER (WHERE d.metric = 'floors_climbed') AS floors_climbed,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_total') AS sleep_total,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_deep') AS sleep_deep,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_rem') AS sleep_rem,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_light') AS sleep_light,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_awake') AS sleep_awake,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_efficiency') AS sleep_efficiency,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_score') AS sleep_score,
+       max(d.value) FILTER (WHERE d.metric = 'resting_heart_rate') AS resting_heart_rate,
+       max(d.value) FILTER (WHERE d.metric = 'hrv_average') AS hrv_average,
+       max(d.value) FILTER (WHERE d.metric = 'respiratory_rate') AS respiratory_rate,
+       max(d.value) FILTER (WHERE d.metric = 'heart_rate_average') AS heart_rate_average,
+       max(d.value) FILTER (WHERE d.metric = 'heart_rate_min') AS heart_rate_min,
+       max(d.value) FILTER (WHERE d.metric = 'heart_rate_max') AS heart_rate_max,
+       max(d.value) FILTER (WHERE d.metric = 'weight') AS weight,
+       max(d.value) FILTER (WHERE d.metric = 'body_fat') AS body_fat,
+       max(d.value) FILTER (WHERE d.metric = 'workout_count') AS workout_count,
+       max(d.value) FILTER (WHERE d.metric = 'workout_duration') AS workout_duration,
+       max(d.value) FILTER (WHERE d.metric = 'glucose_average') AS glucose_average,
+       max(d.value) FILTER (WHERE d.metric = 'blood_oxygen_average') AS blood_oxygen_average,
+       max(d.value) FILTER (WHERE d.metric = 'stress_level_average') AS stress_level_average,
+       max(d.value) FILTER (WHERE d.metric = 'vo2_max') AS vo2_max,
+       max(d.value) FILTER (WHERE d.metric = 'water') AS water,
+       max(d.updated_at) AS updated_at
+FROM junction.daily AS d
+GROUP BY d.user_id, d.calendar_date;
+COMMENT ON VIEW junction.daily_wide IS
+  'junction.daily pivoted for dashboards: one row per user and day, one column per built-in metric (units as in junction.daily_metrics)';
+
+SELECT pg_extension_config_dump('junction.source_priorities', '');
+SELECT pg_extension_config_dump('junction.daily_metrics', 'WHERE NOT builtin');
+SELECT pg_extension_config_dump('junction.daily', '');
