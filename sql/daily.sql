@@ -10,7 +10,7 @@ SET datestyle = 'ISO, YMD';
 \set secret 'whsec_ZGFpbHktY29uc29saWRhdGlvbi1zZWNyZXQ='
 INSERT INTO junction.webhook_secrets (secret, description) VALUES (:'secret', 'daily test secret')
 ON CONFLICT DO NOTHING;
-TRUNCATE junction.daily, junction.source_priorities, junction.samples, junction.activity,
+TRUNCATE junction.daily, junction.daily_parts, junction.source_priorities, junction.samples, junction.activity,
          junction.sleep, junction.body, junction.workouts;
 SELECT pg_catalog.set_config('daily.secret', :'secret', false) IS NOT NULL AS secret_set;
 
@@ -298,7 +298,7 @@ CREATE TEMP TABLE daily_runs (run text, md5 text, nrows bigint);
 CREATE FUNCTION pg_temp.replay(run text, order_sql text, size integer) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE ts bigint := extract(epoch FROM now())::bigint; n integer;
 BEGIN
-  TRUNCATE junction.daily, junction.samples, junction.activity, junction.sleep, junction.body,
+  TRUNCATE junction.daily, junction.daily_parts, junction.samples, junction.activity, junction.sleep, junction.body,
            junction.workouts, junction.events, junction.inbox;
   EXECUTE format($q$
     INSERT INTO junction.inbox (headers, body)
@@ -350,7 +350,7 @@ WHERE user_id = :'ben' AND calendar_date BETWEEN '2026-01-01' AND '2026-12-31';
 RESET enable_seqscan;
 
 -- clean up
-TRUNCATE junction.daily, junction.samples, junction.activity, junction.sleep, junction.body,
+TRUNCATE junction.daily, junction.daily_parts, junction.samples, junction.activity, junction.sleep, junction.body,
          junction.workouts, junction.events, junction.inbox, junction.source_priorities;
 DROP TABLE daily_sent;
 DELETE FROM junction.webhook_secrets WHERE secret = :'secret';

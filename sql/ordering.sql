@@ -18,7 +18,7 @@ SELECT count(*) AS deliveries, count(DISTINCT svix_id) AS messages,
 CREATE TABLE ordering_result (run text, tbl text, nrows bigint, md5 text);
 CREATE FUNCTION pg_temp.reset() RETURNS void LANGUAGE sql AS $$
   TRUNCATE junction.events, junction.samples, junction.activity, junction.sleep, junction.body, junction.inbox,
-           junction.daily
+           junction.daily, junction.daily_parts
 $$;
 -- drain in batches of `size` (the batch boundaries differ from run to run)
 CREATE FUNCTION pg_temp.drain(size integer) RETURNS integer LANGUAGE plpgsql AS $$

@@ -29,6 +29,13 @@ CREATE TYPE junction.daily_key AS (
     resource      text
 );
 COMMENT ON TYPE junction.daily_key IS 'a (user, local day, resource) whose junction.daily values are recomputed';
+-- An hour of one user's samples of one resource whose junction.daily_parts rows are recomputed.
+CREATE TYPE junction.daily_hour AS (
+    user_id  uuid,
+    resource text,
+    hour     timestamptz
+);
+COMMENT ON TYPE junction.daily_hour IS 'a (user, resource, UTC hour) whose junction.daily_parts rows are recomputed from junction.samples';
 
 -- Raise an error from inside an expression (used to validate rows set-based, without loops).
 CREATE FUNCTION junction._fail(code text, message text)
@@ -310,10 +317,9 @@ SET search_path = pg_catalog, pg_temp
 SET timezone = 'UTC'
 AS $fn$
 DECLARE
-    bad      text;
-    n        bigint;
-    days     junction.daily_key[];
-    old_days junction.daily_key[];
+    bad   text;
+    n     bigint;
+    hours junction.daily_hour[];
 BEGIN
     SELECT coalesce(quote_literal(i.resource), 'NULL') INTO bad
     FROM unnest(items) AS i
@@ -340,8 +346,8 @@ BEGIN
         RETURN n;
     END IF;
 
-    -- The same statements, returning the local days of the rows they wrote (an updated row's old
-    -- day too, read from the statement's snapshot); junction.daily recomputes them (38_daily.sql).
+    -- The same statements, returning the hours of the rows they wrote: junction.daily_parts
+    -- recomputes those hours, junction.daily the days they were and are on (38_daily.sql).
     IF conflicts THEN
         WITH w AS (
             INSERT INTO junction.samples AS t
@@ -351,35 +357,28 @@ BEGIN
                 timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
                 floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
             WHERE excluded.received_seq > t.received_seq
-            RETURNING t.user_id, t.resource, coalesce(t.local_time, t.time AT TIME ZONE 'UTC')::date AS day,
-                      CASE WHEN t.xmax::text <> '0' THEN
-                        (SELECT coalesce(o.local_time, o.time AT TIME ZONE 'UTC')::date
-                         FROM junction.samples AS o
-                         WHERE o.user_id = t.user_id AND o.resource = t.resource AND o.time = t.time
-                           AND o.provider = t.provider AND o.source_type = t.source_type
-                           AND o.type = t.type AND o.workout_id = t.workout_id) END AS old_day
+            RETURNING t.user_id, t.resource, t.time
         )
-        SELECT count(*),
-               array_agg(DISTINCT ROW(w.user_id, w.day, w.resource)::junction.daily_key)
-                 FILTER (WHERE w.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm)),
-               array_agg(DISTINCT ROW(w.user_id, w.old_day, w.resource)::junction.daily_key)
-                 FILTER (WHERE w.old_day <> w.day
-                           AND w.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
-          INTO n, days, old_days
-        FROM w;
+        SELECT sum(h.n), array_agg(ROW(h.user_id, h.resource, h.hour)::junction.daily_hour)
+                           FILTER (WHERE h.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
+          INTO n, hours
+        FROM (SELECT w.user_id, w.resource, date_trunc('hour', w.time) AS hour, count(*) AS n
+              FROM w GROUP BY 1, 2, 3) AS h;
+        n := coalesce(n, 0);
     ELSE
         WITH w AS (
             INSERT INTO junction.samples AS t
             SELECT * FROM junction._sample_rows(items)
-            RETURNING t.user_id, t.resource, coalesce(t.local_time, t.time AT TIME ZONE 'UTC')::date AS day
+            RETURNING t.user_id, t.resource, t.time
         )
-        SELECT count(*),
-               array_agg(DISTINCT ROW(w.user_id, w.day, w.resource)::junction.daily_key)
-                 FILTER (WHERE w.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
-          INTO n, days
-        FROM w;
+        SELECT sum(h.n), array_agg(ROW(h.user_id, h.resource, h.hour)::junction.daily_hour)
+                           FILTER (WHERE h.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
+          INTO n, hours
+        FROM (SELECT w.user_id, w.resource, date_trunc('hour', w.time) AS hour, count(*) AS n
+              FROM w GROUP BY 1, 2, 3) AS h;
+        n := coalesce(n, 0);
     END IF;
-    PERFORM junction._daily_refresh(coalesce(days, '{}'::junction.daily_key[]) || coalesce(old_days, '{}'::junction.daily_key[]));
+    PERFORM junction._daily_refresh(junction._daily_parts_refresh(hours));
     RETURN n;
 END
 $fn$;

@@ -602,6 +602,13 @@ CREATE TYPE junction.daily_key AS (
     resource      text
 );
 COMMENT ON TYPE junction.daily_key IS 'a (user, local day, resource) whose junction.daily values are recomputed';
+-- An hour of one user's samples of one resource whose junction.daily_parts rows are recomputed.
+CREATE TYPE junction.daily_hour AS (
+    user_id  uuid,
+    resource text,
+    hour     timestamptz
+);
+COMMENT ON TYPE junction.daily_hour IS 'a (user, resource, UTC hour) whose junction.daily_parts rows are recomputed from junction.samples';
 
 CREATE OR REPLACE FUNCTION junction._upsert_summaries(items junction.typing_item[])
 RETURNS bigint
@@ -650,10 +657,9 @@ SET search_path = pg_catalog, pg_temp
 SET timezone = 'UTC'
 AS $fn$
 DECLARE
-    bad      text;
-    n        bigint;
-    days     junction.daily_key[];
-    old_days junction.daily_key[];
+    bad   text;
+    n     bigint;
+    hours junction.daily_hour[];
 BEGIN
     SELECT coalesce(quote_literal(i.resource), 'NULL') INTO bad
     FROM unnest(items) AS i
@@ -680,8 +686,8 @@ BEGIN
         RETURN n;
     END IF;
 
-    -- The same statements, returning the local days of the rows they wrote (an updated row's old
-    -- day too, read from the statement's snapshot); junction.daily recomputes them (38_daily.sql).
+    -- The same statements, returning the hours of the rows they wrote: junction.daily_parts
+    -- recomputes those hours, junction.daily the days they were and are on (38_daily.sql).
     IF conflicts THEN
         WITH w AS (
             INSERT INTO junction.samples AS t
@@ -691,35 +697,28 @@ BEGIN
                 timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
                 floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
             WHERE excluded.received_seq > t.received_seq
-            RETURNING t.user_id, t.resource, coalesce(t.local_time, t.time AT TIME ZONE 'UTC')::date AS day,
-                      CASE WHEN t.xmax::text <> '0' THEN
-                        (SELECT coalesce(o.local_time, o.time AT TIME ZONE 'UTC')::date
-                         FROM junction.samples AS o
-                         WHERE o.user_id = t.user_id AND o.resource = t.resource AND o.time = t.time
-                           AND o.provider = t.provider AND o.source_type = t.source_type
-                           AND o.type = t.type AND o.workout_id = t.workout_id) END AS old_day
+            RETURNING t.user_id, t.resource, t.time
         )
-        SELECT count(*),
-               array_agg(DISTINCT ROW(w.user_id, w.day, w.resource)::junction.daily_key)
-                 FILTER (WHERE w.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm)),
-               array_agg(DISTINCT ROW(w.user_id, w.old_day, w.resource)::junction.daily_key)
-                 FILTER (WHERE w.old_day <> w.day
-                           AND w.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
-          INTO n, days, old_days
-        FROM w;
+        SELECT sum(h.n), array_agg(ROW(h.user_id, h.resource, h.hour)::junction.daily_hour)
+                           FILTER (WHERE h.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
+          INTO n, hours
+        FROM (SELECT w.user_id, w.resource, date_trunc('hour', w.time) AS hour, count(*) AS n
+              FROM w GROUP BY 1, 2, 3) AS h;
+        n := coalesce(n, 0);
     ELSE
         WITH w AS (
             INSERT INTO junction.samples AS t
             SELECT * FROM junction._sample_rows(items)
-            RETURNING t.user_id, t.resource, coalesce(t.local_time, t.time AT TIME ZONE 'UTC')::date AS day
+            RETURNING t.user_id, t.resource, t.time
         )
-        SELECT count(*),
-               array_agg(DISTINCT ROW(w.user_id, w.day, w.resource)::junction.daily_key)
-                 FILTER (WHERE w.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
-          INTO n, days
-        FROM w;
+        SELECT sum(h.n), array_agg(ROW(h.user_id, h.resource, h.hour)::junction.daily_hour)
+                           FILTER (WHERE h.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
+          INTO n, hours
+        FROM (SELECT w.user_id, w.resource, date_trunc('hour', w.time) AS hour, count(*) AS n
+              FROM w GROUP BY 1, 2, 3) AS h;
+        n := coalesce(n, 0);
     END IF;
-    PERFORM junction._daily_refresh(coalesce(days, '{}'::junction.daily_key[]) || coalesce(old_days, '{}'::junction.daily_key[]));
+    PERFORM junction._daily_refresh(junction._daily_parts_refresh(hours));
     RETURN n;
 END
 $fn$;
@@ -772,10 +771,10 @@ CREATE TABLE junction.daily_metrics (
 );
 COMMENT ON TABLE junction.daily_metrics IS
   'the metrics of junction.daily: one row per metric and resource feeding it (superusers only: value_sql and order_sql are SQL)';
-COMMENT ON COLUMN junction.daily_metrics.value_sql IS 'SQL expression over the typed row t (a summary table row, or a junction.samples row)';
+COMMENT ON COLUMN junction.daily_metrics.value_sql IS 'summaries: SQL expression over the typed row t; timeseries: t.value (the samples'' value, combined from junction.daily_parts)';
 COMMENT ON COLUMN junction.daily_metrics.aggregate IS
   'how one candidate''s rows of a day become one number: sum, avg, min, max, count, or pick (the first row in order_sql)';
-COMMENT ON COLUMN junction.daily_metrics.order_sql IS 'pick: ORDER BY list over t (deterministic, ends in a key)';
+COMMENT ON COLUMN junction.daily_metrics.order_sql IS 'pick: ORDER BY list over t (deterministic, ends in a key); timeseries: the latest sample, whatever it says';
 COMMENT ON COLUMN junction.daily_metrics.rank IS
   'among the resources of one metric, for the same source: lower first (a provider''s own daily summary before the sum of its samples)';
 COMMENT ON COLUMN junction.daily_metrics.builtin IS 'installed by the extension; rows you add (builtin = false) are kept by pg_dump';
@@ -840,7 +839,25 @@ FROM (VALUES
     ('stand_duration',     'stand_duration',     't.value', 'sum', NULL, 'min',   1),
     ('stand_hour',         'stand_hour',         't.value', 'sum', NULL, 'count', 1),
     ('wheelchair_push',    'wheelchair_push',    't.value', 'sum', NULL, 'count', 1),
-    ('insulin_injection',  'insulin_injection',  't.value', 'sum', NULL, 'unit',  1)
+    ('insulin_injection',  'insulin_injection',  't.value', 'sum', NULL, 'unit',  1),
+    ('handwashing',        'handwashing',        't.value', 'sum', NULL, 'count', 1),
+    ('inhaler_usage',      'inhaler_usage',      't.value', 'sum', NULL, 'count', 1),
+    ('fall',               'fall',               't.value', 'sum', NULL, 'count', 1),
+    ('heart_rate_alert',   'heart_rate_alert',   't.value', 'sum', NULL, 'count', 1),
+    ('sleep_apnea_alert',  'sleep_apnea_alert',  't.value', 'sum', NULL, 'count', 1),
+    ('sleep_breathing_disturbance', 'sleep_breathing_disturbance', 't.value', 'sum', NULL, 'count', 1),
+    ('workout_distance',   'workout_distance',   't.value', 'sum', NULL, 'm',     1),
+    ('workout_swimming_stroke', 'workout_swimming_stroke', 't.value', 'sum', NULL, 'count', 1),
+    ('afib_burden',        'afib_burden',        't.value', 'avg', NULL, '%',     1),
+    ('uv_exposure',        'uv_exposure',        't.value', 'avg', NULL, 'index', 1),
+    ('basal_body_temperature', 'basal_body_temperature', 't.value', 'avg', NULL, '°C', 1),
+    ('heart_rate_recovery_one_minute', 'heart_rate_recovery_one_minute', 't.value', 'avg', NULL, 'count', 1),
+    ('body_mass_index',    'body_mass_index',    't.value', 'pick', NULL, 'index', 1),
+    ('lean_body_mass',     'lean_body_mass',     't.value', 'pick', NULL, 'kg',    1),
+    ('waist_circumference', 'waist_circumference', 't.value', 'pick', NULL, 'cm',  1),
+    ('forced_expiratory_volume_1', 'forced_expiratory_volume_1', 't.value', 'pick', NULL, 'L', 1),
+    ('forced_vital_capacity', 'forced_vital_capacity', 't.value', 'pick', NULL, 'L', 1),
+    ('peak_expiratory_flow_rate', 'peak_expiratory_flow_rate', 't.value', 'pick', NULL, 'L/min', 1)
 ) AS m(metric, resource, value_sql, aggregate, order_sql, unit, rank);
 UPDATE junction.daily_metrics SET builtin = true;
 
@@ -857,7 +874,7 @@ CREATE TABLE junction.daily (
     candidates    integer NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT daily_pkey PRIMARY KEY (user_id, calendar_date, metric)
-);
+) WITH (fillfactor = 80);
 COMMENT ON TABLE junction.daily IS
   'one number per user, local day and metric, from the winning candidate (provider, source type) by junction.source_priorities, else the default rule (README, "Consolidation")';
 COMMENT ON COLUMN junction.daily.calendar_date IS 'the user''s local day: the summary''s calendar_date, or the sample''s local_time (its UTC day when the offset is unknown)';
@@ -866,16 +883,42 @@ COMMENT ON COLUMN junction.daily.source_type IS 'the winning candidate''s source
 COMMENT ON COLUMN junction.daily.resource IS 'where the value comes from: a summary resource (activity, sleep, ...) or a timeseries resource';
 COMMENT ON COLUMN junction.daily.candidates IS 'how many candidates (provider, source type, resource) had a value that day';
 COMMENT ON COLUMN junction.daily.updated_at IS 'when the value (or its winner) last changed';
--- many users, a range of days, a few metrics: an index-only scan
-CREATE INDEX daily_metric_date ON junction.daily (metric, calendar_date, user_id) INCLUDE (value);
+-- many users, a range of days, one metric (no value in it: a changed value stays a HOT update)
+CREATE INDEX daily_metric_date ON junction.daily (metric, calendar_date, user_id);
+
+-- The samples' candidates by hour: one row per user, resource, UTC hour, local day, provider and
+-- source type, recomputed from junction.samples whenever a sample of that hour is written. A day
+-- of a timeseries candidate is then the combination of its (at most 25) hours, so a delivery
+-- costs the hours it touched, not its whole day.
+CREATE TABLE junction.daily_parts (
+    user_id       uuid NOT NULL,
+    resource      text NOT NULL,
+    hour          timestamptz NOT NULL,
+    calendar_date date NOT NULL,
+    provider      text NOT NULL,
+    source_type   text NOT NULL,
+    n             bigint NOT NULL,
+    sum           double precision,
+    min           double precision,
+    max           double precision,
+    last_value    double precision,
+    CONSTRAINT daily_parts_pkey PRIMARY KEY (user_id, resource, hour, calendar_date, provider, source_type)
+) WITH (fillfactor = 70);
+COMMENT ON TABLE junction.daily_parts IS
+  'junction.daily''s timeseries candidates by hour (count, sum, min, max and last of the samples with a value), recomputed from junction.samples';
+COMMENT ON COLUMN junction.daily_parts.hour IS 'the UTC hour of the samples'' time';
+COMMENT ON COLUMN junction.daily_parts.calendar_date IS 'their local day (local_time, else the UTC day)';
+COMMENT ON COLUMN junction.daily_parts.last_value IS 'the value of the hour''s last sample (time, then type, then workout_id), for the resources a pick metric reads (else null)';
+CREATE INDEX daily_parts_day ON junction.daily_parts (user_id, resource, calendar_date);
 
 
 
 -- The aggregators: providers that merge other apps' and devices' data (phone health stores).
+-- This and junction.default_source_rank are inlined into junction.daily's recomputation (hence no
+-- SET clause, and every name qualified).
 CREATE FUNCTION junction._aggregator_providers()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT ARRAY['apple_health_kit', 'health_connect', 'google_fit', 'samsung_health']::pg_catalog.text[]
 $fn$;
@@ -889,7 +932,6 @@ COMMENT ON FUNCTION junction._aggregator_providers() IS
 CREATE FUNCTION junction.default_source_rank(provider text, source_type text)
 RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT CASE
              WHEN source_type OPERATOR(pg_catalog.=) ANY (ARRAY['ring', 'watch', 'chest_strap', 'cuff', 'scale',
@@ -938,45 +980,70 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT coalesce(current_setting('junction.daily', true), 'on') <> 'off' $fn$;
 COMMENT ON FUNCTION junction._daily_enabled() IS 'false when junction.daily = off (the upserts then leave junction.daily alone)';
 
--- The statement that recomputes the days of $1 (junction.daily_key[]): generated from
--- junction.daily_metrics and junction.resources. One candidate per metric, provider, source type
--- and resource; the winner by priority, the default rank, the metric's resource rank, then names.
-CREATE FUNCTION junction._daily_sql()
+-- The statement that recomputes the days of $1 (junction.daily_key[]) of the metrics the given
+-- resources feed: generated from junction.daily_metrics and junction.resources. One candidate per
+-- metric, provider, source type and resource; the winner by priority, the default rank, the
+-- metric's resource rank, then names.
+CREATE FUNCTION junction._daily_sql(resources text[])
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    cands text;
+    cands          text;
+    has_priorities boolean := EXISTS (SELECT FROM junction.source_priorities);
 BEGIN
+    -- One branch per resource: each (provider, source type) of a key's day reduced once to every
+    -- metric of the resource, then one row per metric the keys ask for on that day.
     SELECT string_agg(format($q$
-    SELECT k.user_id, k.calendar_date, k.metric, %1$L::text AS resource, %2$L::text AS kind,
-           %3$s AS rank, t.provider, t.source_type, %4$s AS value
-    FROM k JOIN %5$s AS t ON %6$s
-    WHERE k.metric = %7$L
-    GROUP BY k.user_id, k.calendar_date, k.metric, t.provider, t.source_type$q$,
-               m.resource, r.kind, m.rank,
-               CASE m.aggregate
-                 WHEN 'pick' THEN format('(array_agg((%1$s)::double precision ORDER BY %2$s) FILTER (WHERE (%1$s) IS NOT NULL))[1]',
-                                         m.value_sql, m.order_sql)
-                 WHEN 'count' THEN format('count(NULLIF(%s, false))::double precision', m.value_sql)
+    SELECT a.user_id, a.calendar_date, v.metric, %1$L::text AS resource, %2$L::text AS kind,
+           v.rank, a.provider COLLATE "default", a.source_type COLLATE "default", v.value
+    FROM (SELECT d.user_id, d.calendar_date, t.provider COLLATE "C" AS provider,
+                 t.source_type COLLATE "C" AS source_type, max(d.metrics) AS metrics, %3$s
+          FROM (SELECT k.user_id, k.calendar_date, array_agg(k.metric) AS metrics
+                FROM k WHERE k.metric IN (%4$s) GROUP BY k.user_id, k.calendar_date) AS d
+          JOIN %5$s AS t ON %6$s
+          GROUP BY d.user_id, d.calendar_date, t.provider COLLATE "C", t.source_type COLLATE "C") AS a
+    CROSS JOIN LATERAL (VALUES %7$s) AS v(metric, rank, value)
+    WHERE v.metric = ANY (a.metrics)$q$,
+               x.resource, x.kind, x.aggs, x.metrics, x.tbl, x.cond, x.vals),
+           E'\n    UNION ALL' ORDER BY x.resource)
+      INTO cands
+    FROM (
+        SELECT m.resource, r.kind,
+               string_agg(format('%s AS %I', CASE
+                 -- a timeseries day combines its hours of junction.daily_parts
+                 WHEN r.kind = 'timeseries' THEN CASE m.aggregate
+                   WHEN 'sum' THEN 'sum(t.sum)'
+                   WHEN 'avg' THEN 'sum(t.sum) / nullif(sum(t.n), 0)'
+                   WHEN 'min' THEN 'min(t.min)'
+                   WHEN 'max' THEN 'max(t.max)'
+                   WHEN 'count' THEN 'sum(t.n)::double precision'
+                   ELSE '(array_agg(t.last_value ORDER BY t.hour DESC))[1]'
+                 END
+                 WHEN m.aggregate = 'pick' THEN
+                   format('(array_agg((%1$s)::double precision ORDER BY %2$s) FILTER (WHERE (%1$s) IS NOT NULL))[1]',
+                          m.value_sql, m.order_sql)
+                 WHEN m.aggregate = 'count' THEN format('count(NULLIF(%s, false))::double precision', m.value_sql)
                  ELSE format('%s((%s)::double precision)', m.aggregate, m.value_sql)
-               END,
-               format('junction.%I', r.table_name),
+               END, 'm_' || m.metric), ', ' ORDER BY m.metric) AS aggs,
+               string_agg(format('(%L, %s, a.%I)', m.metric, m.rank, 'm_' || m.metric), ', ' ORDER BY m.metric) AS vals,
+               CASE r.kind WHEN 'timeseries' THEN 'junction.daily_parts'
+                           ELSE format('junction.%I', min(r.table_name)) END AS tbl,
                CASE r.kind
                  WHEN 'timeseries' THEN format(
-                   't.user_id = k.user_id AND t.resource = %L'
-                   ' AND t.time >= (k.calendar_date - 1)::timestamp AT TIME ZONE ''UTC'''
-                   ' AND t.time < (k.calendar_date + 2)::timestamp AT TIME ZONE ''UTC'''
-                   ' AND coalesce(t.local_time, t.time AT TIME ZONE ''UTC'')::date = k.calendar_date', m.resource)
-                 ELSE 't.user_id = k.user_id AND t.calendar_date = k.calendar_date'
-               END,
-               m.metric),
-           E'\n    UNION ALL' ORDER BY m.metric, m.resource)
-      INTO cands
-    FROM junction.daily_metrics AS m
-    JOIN junction.resources AS r ON r.name = m.resource AND r.kind IN ('summary', 'timeseries');
+                   't.user_id = d.user_id AND t.resource = %L AND t.calendar_date = d.calendar_date', m.resource)
+                 ELSE 't.user_id = d.user_id AND t.calendar_date = d.calendar_date'
+               END AS cond,
+               string_agg(quote_literal(m.metric), ', ' ORDER BY m.metric) AS metrics
+        FROM junction.daily_metrics AS m
+        JOIN junction.resources AS r ON r.name = m.resource AND r.kind IN ('summary', 'timeseries')
+        WHERE m.metric IN (SELECT f.metric FROM junction.daily_metrics AS f WHERE f.resource = ANY (resources))
+        GROUP BY m.resource, r.kind
+    ) AS x;
 
+    -- every key also gets a row without a value: it wins only when no candidate has one, and then
+    -- the key's junction.daily row goes
     RETURN format($q$
 WITH k AS MATERIALIZED (
     SELECT DISTINCT k.user_id, k.calendar_date, m.metric
@@ -984,22 +1051,26 @@ WITH k AS MATERIALIZED (
     JOIN junction.daily_metrics AS m ON m.resource = k.resource
     WHERE k.user_id IS NOT NULL AND k.calendar_date IS NOT NULL
 ), c AS (%1$s
-), w AS (
-    SELECT DISTINCT ON (c.user_id, c.calendar_date, c.metric)
-           c.user_id, c.calendar_date, c.metric, c.value, c.resource, c.provider, c.source_type,
-           count(*) OVER (PARTITION BY c.user_id, c.calendar_date, c.metric) AS candidates
-    FROM c
-    WHERE c.value IS NOT NULL AND c.value <> 'NaN'
-    ORDER BY c.user_id, c.calendar_date, c.metric,
-             junction.source_priority(c.resource, c.kind, c.provider, c.source_type) NULLS LAST,
-             junction.default_source_rank(c.provider, c.source_type), c.rank,
-             c.provider, c.source_type, c.resource
+    SELECT k.user_id, k.calendar_date, k.metric, NULL::text, NULL::text, NULL::integer, NULL::text,
+           NULL::text, NULL::double precision
+    FROM k
+), w AS MATERIALIZED (
+    SELECT DISTINCT ON (c.user_id, c.calendar_date, c.metric COLLATE "C")
+           c.user_id, c.calendar_date, c.metric, nullif(c.value, 'NaN') AS value, c.resource, c.provider,
+           c.source_type,
+           count(nullif(c.value, 'NaN')) OVER (PARTITION BY c.user_id, c.calendar_date, c.metric COLLATE "C") AS candidates
+    FROM c%2$s
+    -- names in "C" order: the same winner whatever the database's collation
+    ORDER BY c.user_id, c.calendar_date, c.metric COLLATE "C", nullif(c.value, 'NaN') IS NULL,
+             %3$s NULLS LAST, junction.default_source_rank(c.provider, c.source_type), c.rank,
+             c.provider COLLATE "C", c.source_type COLLATE "C", c.resource COLLATE "C"
 ), up AS (
     INSERT INTO junction.daily AS d
         (user_id, calendar_date, metric, value, unit, provider, source_type, resource, candidates, updated_at)
     SELECT w.user_id, w.calendar_date, w.metric, w.value, m.unit, w.provider, w.source_type, w.resource,
            w.candidates, now()
     FROM w JOIN junction.daily_metrics AS m ON m.metric = w.metric AND m.resource = w.resource
+    WHERE w.value IS NOT NULL
     ORDER BY w.user_id, w.calendar_date, w.metric
     ON CONFLICT (user_id, calendar_date, metric) DO UPDATE
     SET value = excluded.value, unit = excluded.unit, provider = excluded.provider,
@@ -1011,21 +1082,27 @@ WITH k AS MATERIALIZED (
     RETURNING 1
 ), gone AS (
     DELETE FROM junction.daily AS d
-    USING k
-    WHERE d.user_id = k.user_id AND d.calendar_date = k.calendar_date AND d.metric = k.metric
-      AND NOT EXISTS (SELECT FROM w
-                      WHERE w.user_id = d.user_id AND w.calendar_date = d.calendar_date AND w.metric = d.metric)
+    USING w
+    WHERE w.value IS NULL
+      AND d.user_id = w.user_id AND d.calendar_date = w.calendar_date AND d.metric = w.metric
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM up) + (SELECT count(*) FROM gone)$q$, coalesce(cands, $q$
-    SELECT NULL::uuid AS user_id, NULL::date AS calendar_date, NULL::text AS metric, NULL::text AS resource,
-           NULL::text AS kind, NULL::integer AS rank, NULL::text AS provider, NULL::text AS source_type,
-           NULL::double precision AS value
-    WHERE false$q$));
+SELECT (SELECT count(*) FROM up) + (SELECT count(*) FROM gone)$q$, coalesce(cands || E'\n    UNION ALL', ''),
+    CASE WHEN has_priorities THEN $q$
+    -- the priority that applies (as junction.source_priority says)
+    LEFT JOIN LATERAL (
+        SELECT p.priority
+        FROM junction.source_priorities AS p
+        WHERE p.resource = ANY (ARRAY[c.resource, CASE WHEN c.kind = 'timeseries' THEN 'timeseries' END])
+          AND p.provider = c.provider
+          AND (p.source_type = c.source_type OR p.source_type = '')
+        ORDER BY p.resource = c.resource DESC, p.source_type <> '' DESC, p.origin = 'team' DESC
+        LIMIT 1) AS pr ON c.value IS NOT NULL$q$ ELSE '' END,
+    CASE WHEN has_priorities THEN 'pr.priority' ELSE 'NULL::integer' END);
 END
 $fn$;
-COMMENT ON FUNCTION junction._daily_sql() IS
-  'the statement that recomputes the junction.daily values of the days $1 (junction.daily_key[]) from their candidates';
+COMMENT ON FUNCTION junction._daily_sql(text[]) IS
+  'the statement that recomputes the junction.daily values of the days $1 (junction.daily_key[]) from their candidates, for the metrics the resources feed';
 
 -- Recompute the days of keys: rows of junction.daily written or deleted. Concurrent writers of
 -- one user's days take turns (an advisory lock per user, in user order), so each recomputation
@@ -1047,12 +1124,90 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(1785688929, hashtext(u.user_id::text))
     FROM (SELECT DISTINCT k.user_id FROM unnest(keys) AS k WHERE k.user_id IS NOT NULL ORDER BY 1) AS u;
-    EXECUTE junction._daily_sql() INTO n USING keys;
+    EXECUTE junction._daily_sql(ARRAY(SELECT DISTINCT k.resource FROM unnest(keys) AS k ORDER BY 1))
+       INTO n USING keys;
     RETURN n;
 END
 $fn$;
 COMMENT ON FUNCTION junction._daily_refresh(junction.daily_key[], boolean) IS
   'recompute the junction.daily values of the given (user, day, resource) keys from their candidates (unless junction.daily = off and not force)';
+
+-- Recompute the junction.daily_parts rows of some hours from junction.samples; returns the days
+-- those hours were and are on (for junction._daily_refresh).
+CREATE FUNCTION junction._daily_parts_refresh(hours junction.daily_hour[])
+RETURNS junction.daily_key[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    gone  junction.daily_key[];
+    fresh junction.daily_key[];
+BEGIN
+    IF hours IS NULL OR cardinality(hours) = 0 THEN
+        RETURN NULL;
+    END IF;
+    -- the hours' rows, recomputed: changed ones updated in place (a HOT update: no indexed column
+    -- changes), new ones inserted; unchanged ones left alone, and their days with them
+    WITH i AS (
+        INSERT INTO junction.daily_parts AS p
+            (user_id, resource, hour, calendar_date, provider, source_type, n, sum, min, max, last_value)
+        SELECT g.user_id, g.resource, g.hour, g.calendar_date, g.provider, g.source_type, g.n, g.sum, g.min, g.max,
+               -- the last value, only for the resources a metric picks it from
+               CASE WHEN g.resource IN (SELECT m.resource FROM junction.daily_metrics AS m WHERE m.aggregate = 'pick') THEN
+                 (SELECT l.value FROM junction.samples AS l
+                  WHERE l.user_id = g.user_id AND l.resource = g.resource
+                    AND l.time >= g.hour AND l.time < g.hour + interval '1 hour'
+                    AND l.provider = g.provider AND l.source_type = g.source_type AND l.value IS NOT NULL
+                    AND coalesce(l.local_time, l.time AT TIME ZONE 'UTC')::date = g.calendar_date
+                  ORDER BY l.time DESC, l.type DESC, l.workout_id DESC LIMIT 1)
+               END
+        FROM (SELECT h.user_id, h.resource COLLATE "C" AS resource, h.hour, s.calendar_date,
+                     s.provider COLLATE "C" AS provider, s.source_type COLLATE "C" AS source_type,
+                     count(*) AS n, sum(s.value) AS sum, min(s.value) AS min, max(s.value) AS max
+              FROM (SELECT DISTINCT h.user_id, h.resource, h.hour FROM unnest(hours) AS h) AS h
+              -- LATERAL: one range scan of junction.samples' key per hour, however the batch is estimated
+              CROSS JOIN LATERAL (
+                  SELECT coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date AS calendar_date,
+                         s.provider, s.source_type, s.value
+                  FROM junction.samples AS s
+                  WHERE s.user_id = h.user_id AND s.resource = h.resource
+                    AND s.time >= h.hour AND s.time < h.hour + interval '1 hour'
+                    AND s.value IS NOT NULL
+                  OFFSET 0) AS s
+              -- "C": grouping sorts by byte, not by the database's collation
+              GROUP BY h.user_id, h.resource COLLATE "C", h.hour, s.calendar_date, s.provider COLLATE "C",
+                       s.source_type COLLATE "C") AS g
+        ORDER BY 1, 2, 3, 4, 5, 6
+        ON CONFLICT (user_id, resource, hour, calendar_date, provider, source_type) DO UPDATE
+        SET n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max,
+            last_value = excluded.last_value
+        WHERE (p.n, p.sum, p.min, p.max, p.last_value)
+              IS DISTINCT FROM (excluded.n, excluded.sum, excluded.min, excluded.max, excluded.last_value)
+        RETURNING p.user_id, p.calendar_date, p.resource
+    )
+    SELECT array_agg(ROW(x.user_id, x.calendar_date, x.resource)::junction.daily_key) INTO fresh
+    FROM (SELECT DISTINCT i.user_id, i.calendar_date, i.resource FROM i) AS x;
+    -- rows of those hours without a sample left (values gone, or moved to another local day)
+    WITH d AS (
+        DELETE FROM junction.daily_parts AS p
+        USING (SELECT DISTINCT h.user_id, h.resource, h.hour FROM unnest(hours) AS h) AS h
+        WHERE p.user_id = h.user_id AND p.resource = h.resource AND p.hour = h.hour
+          AND NOT EXISTS (SELECT FROM junction.samples AS s
+                          WHERE s.user_id = p.user_id AND s.resource = p.resource
+                            AND s.time >= p.hour AND s.time < p.hour + interval '1 hour'
+                            AND s.provider = p.provider AND s.source_type = p.source_type
+                            AND s.value IS NOT NULL
+                            AND coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date = p.calendar_date)
+        RETURNING p.user_id, p.calendar_date, p.resource
+    )
+    SELECT array_agg(ROW(x.user_id, x.calendar_date, x.resource)::junction.daily_key) INTO gone
+    FROM (SELECT DISTINCT d.user_id, d.calendar_date, d.resource FROM d) AS x;
+    RETURN coalesce(gone, '{}'::junction.daily_key[]) || coalesce(fresh, '{}'::junction.daily_key[]);
+END
+$fn$;
+COMMENT ON FUNCTION junction._daily_parts_refresh(junction.daily_hour[]) IS
+  'recompute the junction.daily_parts rows of the given (user, resource, UTC hour) from junction.samples; returns the days they were and are on';
 
 -- The days a batch of summaries of one resource touches, read from its table (before the upsert:
 -- the days the stored versions are on; after: the new ones). Null for a resource without metrics.
@@ -1107,6 +1262,20 @@ DECLARE
     res  record;
     n    bigint;
 BEGIN
+    -- the samples' hours, all of them (as junction._daily_parts_refresh computes them)
+    DELETE FROM junction.daily_parts AS p WHERE uid IS NULL OR p.user_id = uid;
+    INSERT INTO junction.daily_parts AS p
+        (user_id, resource, hour, calendar_date, provider, source_type, n, sum, min, max, last_value)
+    SELECT s.user_id, s.resource, date_trunc('hour', s.time), coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
+           s.provider, s.source_type, count(*), sum(s.value), min(s.value), max(s.value),
+           (array_agg(s.value ORDER BY s.time DESC, s.type DESC, s.workout_id DESC)
+              FILTER (WHERE s.resource IN (SELECT m.resource FROM junction.daily_metrics AS m
+                                           WHERE m.aggregate = 'pick')))[1]
+    FROM junction.samples AS s
+    WHERE s.value IS NOT NULL AND (uid IS NULL OR s.user_id = uid)
+      AND s.resource IN (SELECT m.resource FROM junction.daily_metrics AS m)
+    GROUP BY s.user_id, s.resource, date_trunc('hour', s.time), coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
+             s.provider, s.source_type;
     FOR res IN SELECT DISTINCT r.name, r.kind, r.table_name
                FROM junction.resources AS r
                JOIN junction.daily_metrics AS m ON m.resource = r.name
@@ -1119,11 +1288,10 @@ BEGIN
                             WHERE t.calendar_date IS NOT NULL AND ($1 IS NULL OR t.user_id = $1)', res.table_name)
               INTO more USING uid, res.name;
         ELSE
-            SELECT array_agg(DISTINCT ROW(s.user_id, coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
-                                          res.name)::junction.daily_key)
+            SELECT array_agg(DISTINCT ROW(p.user_id, p.calendar_date, res.name)::junction.daily_key)
               INTO more
-            FROM junction.samples AS s
-            WHERE s.resource = res.name AND (uid IS NULL OR s.user_id = uid);
+            FROM junction.daily_parts AS p
+            WHERE p.resource = res.name AND (uid IS NULL OR p.user_id = uid);
         END IF;
         keys := keys || coalesce(more, '{}'::junction.daily_key[]);
     END LOOP;
@@ -1222,14 +1390,16 @@ COMMENT ON VIEW junction.daily_wide IS
 SELECT pg_extension_config_dump('junction.source_priorities', '');
 SELECT pg_extension_config_dump('junction.daily_metrics', 'WHERE NOT builtin');
 SELECT pg_extension_config_dump('junction.daily', '');
+SELECT pg_extension_config_dump('junction.daily_parts', '');
 
-REVOKE ALL ON junction.source_priorities, junction.daily_metrics, junction.daily, junction.daily_wide FROM PUBLIC;
+REVOKE ALL ON junction.source_priorities, junction.daily_metrics, junction.daily, junction.daily_parts, junction.daily_wide FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction._aggregator_providers() FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction.default_source_rank(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction.source_priority(text, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction._daily_enabled() FROM PUBLIC;
-REVOKE ALL ON FUNCTION junction._daily_sql() FROM PUBLIC;
+REVOKE ALL ON FUNCTION junction._daily_sql(text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction._daily_refresh(junction.daily_key[], boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION junction._daily_parts_refresh(junction.daily_hour[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction._daily_summary_keys(junction.typing_item[], text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction_rebuild_daily(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction_sync_source_priorities() FROM PUBLIC;
