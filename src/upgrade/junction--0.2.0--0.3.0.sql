@@ -1256,14 +1256,32 @@ AS $fn$
 -- The EXECUTEd text names summary tables from the registry (quote_ident); values are passed with USING.
 -- @plpgsql_check_options: security_warnings = off
 DECLARE
-    uid  uuid := user_id;
-    keys junction.daily_key[] := '{}'::junction.daily_key[];
-    more junction.daily_key[];
-    res  record;
-    n    bigint;
+    uid   uuid := user_id;
+    keys  junction.daily_key[] := '{}'::junction.daily_key[];
+    more  junction.daily_key[];
+    res   record;
+    n     bigint;
+    users text;
+    u     uuid;
 BEGIN
+    IF uid IS NULL THEN
+        -- every user, one at a time (each user's days fit in memory, whatever the table sizes)
+        DELETE FROM junction.daily_parts;
+        DELETE FROM junction.daily;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        SELECT string_agg(format('SELECT t.user_id FROM junction.%I AS t', x.table_name), ' UNION ')
+          INTO users
+        FROM (SELECT DISTINCT r.table_name FROM junction.resources AS r
+              JOIN junction.daily_metrics AS m ON m.resource = r.name
+              WHERE r.kind IN ('summary', 'timeseries') ORDER BY 1) AS x;
+        FOR u IN EXECUTE format('SELECT x.user_id FROM (%s) AS x ORDER BY 1', coalesce(users, 'SELECT NULL::uuid WHERE false'))
+        LOOP
+            n := n + @extschema@.junction_rebuild_daily(u);
+        END LOOP;
+        RETURN n;
+    END IF;
     -- the samples' hours, all of them (as junction._daily_parts_refresh computes them)
-    DELETE FROM junction.daily_parts AS p WHERE uid IS NULL OR p.user_id = uid;
+    DELETE FROM junction.daily_parts AS p WHERE p.user_id = uid;
     INSERT INTO junction.daily_parts AS p
         (user_id, resource, hour, calendar_date, provider, source_type, n, sum, min, max, last_value)
     SELECT s.user_id, s.resource, date_trunc('hour', s.time), coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
@@ -1272,7 +1290,7 @@ BEGIN
               FILTER (WHERE s.resource IN (SELECT m.resource FROM junction.daily_metrics AS m
                                            WHERE m.aggregate = 'pick')))[1]
     FROM junction.samples AS s
-    WHERE s.value IS NOT NULL AND (uid IS NULL OR s.user_id = uid)
+    WHERE s.value IS NOT NULL AND s.user_id = uid
       AND s.resource IN (SELECT m.resource FROM junction.daily_metrics AS m)
     GROUP BY s.user_id, s.resource, date_trunc('hour', s.time), coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
              s.provider, s.source_type;
@@ -1285,18 +1303,18 @@ BEGIN
         IF res.kind = 'summary' THEN
             EXECUTE format('SELECT array_agg(DISTINCT ROW(t.user_id, t.calendar_date, $2)::junction.daily_key)
                             FROM junction.%I AS t
-                            WHERE t.calendar_date IS NOT NULL AND ($1 IS NULL OR t.user_id = $1)', res.table_name)
+                            WHERE t.calendar_date IS NOT NULL AND t.user_id = $1', res.table_name)
               INTO more USING uid, res.name;
         ELSE
             SELECT array_agg(DISTINCT ROW(p.user_id, p.calendar_date, res.name)::junction.daily_key)
               INTO more
             FROM junction.daily_parts AS p
-            WHERE p.resource = res.name AND (uid IS NULL OR p.user_id = uid);
+            WHERE p.resource = res.name AND p.user_id = uid;
         END IF;
         keys := keys || coalesce(more, '{}'::junction.daily_key[]);
     END LOOP;
     -- days without any candidate left (a metric removed, rows deleted) go too
-    DELETE FROM junction.daily AS d WHERE uid IS NULL OR d.user_id = uid;
+    DELETE FROM junction.daily AS d WHERE d.user_id = uid;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n + junction._daily_refresh(keys, true);
 END
