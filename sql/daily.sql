@@ -267,6 +267,47 @@ RESET junction.daily;
 SELECT junction_rebuild_daily(:'dan') > 0 AS rebuilt;
 SELECT value FROM pg_temp.days(:'dan', '{steps}') WHERE calendar_date = '2026-11-02';
 
+-- junction.daily_defer = on (what the inbox workers run with): the upserts queue the hours and
+-- days; junction._daily_flush recomputes them, the same values as in place. (In one transaction,
+-- so that the worker, which flushes the queue too, never sees these rows.)
+BEGIN;
+SET LOCAL junction.daily_defer = on;
+SELECT pg_temp.send(jsonb_build_array(
+  jsonb_build_array('daily.data.steps.created', :'dan', pg_temp.grp('oura', 'ring', 'count',
+    '[["2026-11-02T02:00:00+00:00", 30, 1, 46800]]')),
+  jsonb_build_array('daily.data.activity.created', :'dan', jsonb_build_object(
+    'id', '0190b2a0-4444-7000-8000-000000000001', 'user_id', :'dan', 'calendar_date', '2026-11-02',
+    'steps', 1500, 'source', jsonb_build_object('provider', 'garmin', 'type', 'watch'),
+    'updated_at', '2026-11-02T12:00:00+00:00')))) AS handled;
+SELECT (SELECT count(*) FROM junction.daily_pending_hours WHERE user_id = :'dan') AS hours_queued,
+       (SELECT count(*) FROM junction.daily_pending_days WHERE user_id = :'dan') AS days_queued;
+SELECT metric, value, provider, candidates FROM pg_temp.days(:'dan', '{steps}') WHERE calendar_date = '2026-11-02';
+SELECT junction._daily_flush() AS flushed;
+SELECT metric, value, provider, candidates FROM pg_temp.days(:'dan', '{steps}') WHERE calendar_date = '2026-11-02';
+SELECT count(*) AS still_queued FROM junction.daily_pending_hours WHERE user_id = :'dan';
+COMMIT;
+-- the worker does it by itself: a delivery committed to the inbox is drained, queued and its day
+-- recomputed (deadline 30 s)
+\set fay '0190b2a0-0000-7000-8000-0000000da006'
+INSERT INTO junction.inbox (headers, body)
+SELECT jsonb_build_object('svix-id', 'msg_daily_worker', 'svix-timestamp', extract(epoch FROM now())::bigint::text,
+         'svix-signature', junction_sign_webhook(current_setting('daily.secret'), 'msg_daily_worker',
+                                                 extract(epoch FROM now())::bigint, b.body)), b.body
+FROM (SELECT jsonb_build_object('event_type', 'daily.data.heartrate.created', 'user_id', :'fay',
+             'data', pg_temp.grp('polar', 'chest_strap', 'bpm', '[["2026-11-06T07:00:00+00:00", 0, 140, 0],
+                                                                  ["2026-11-06T07:01:00+00:00", 0, 150, 0]]'))::text AS body) AS b;
+INSERT INTO daily_sent (svix_id, body) SELECT 'msg_daily_worker', body FROM junction.inbox
+WHERE headers ->> 'svix-id' = 'msg_daily_worker';
+DO $$
+BEGIN
+  FOR i IN 1..300 LOOP
+    EXIT WHEN EXISTS (SELECT FROM junction.daily WHERE user_id = '0190b2a0-0000-7000-8000-0000000da006');
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END $$;
+SELECT status FROM junction.inbox WHERE headers ->> 'svix-id' = 'msg_daily_worker';
+SELECT * FROM pg_temp.days(:'fay');
+
 -- junction_sync (and the backfill queue, which loads through the same function) maintains
 -- junction.daily too: after a sync the stored days equal a rebuild's.
 SELECT junction_user_create('daily-sync') ->> 'user_id' AS syncu \gset

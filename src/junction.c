@@ -39,8 +39,9 @@ int			junction_batch_bytes = 16 * 1024 * 1024;
 int			junction_poll_interval_ms = 1000;
 int			junction_inbox_retention_s = 7 * 24 * 3600;
 int			junction_signature_tolerance_s = 300;
-/* Read by SQL (junction._daily_enabled), so no C code reads it; defined here with the others. */
+/* Read by SQL (junction._daily_enabled, junction._daily_deferred); defined here with the others. */
 static bool junction_daily = true;
+static bool junction_daily_defer = false;
 
 JunctionShared *junction_shared = NULL;
 
@@ -119,6 +120,12 @@ junction_define_gucs(void)
 							 "Off: the upserts skip the consolidated daily values; "
 							 "junction_rebuild_daily() brings them up to date.",
 							 &junction_daily, true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("junction.daily_defer",
+							 "Queue junction.daily's recomputation instead of doing it in the upserting transaction.",
+							 "The inbox workers set it for themselves and recompute the queue, coalesced, "
+							 "when the inbox is drained and at least every second.",
+							 &junction_daily_defer, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 }
 

@@ -223,7 +223,7 @@ BEGIN
         END IF;
     END LOOP;
     -- junction.daily: recompute the days these summaries were and are on (38_daily.sql)
-    PERFORM junction._daily_refresh(days);
+    PERFORM junction._daily_touch(NULL, days);
     RETURN total;
 END
 $fn$;
@@ -378,7 +378,7 @@ BEGIN
               FROM w GROUP BY 1, 2, 3) AS h;
         n := coalesce(n, 0);
     END IF;
-    PERFORM junction._daily_refresh(junction._daily_parts_refresh(hours));
+    PERFORM junction._daily_touch(hours, NULL);
     RETURN n;
 END
 $fn$;

@@ -643,7 +643,7 @@ BEGIN
         END IF;
     END LOOP;
     -- junction.daily: recompute the days these summaries were and are on (38_daily.sql)
-    PERFORM junction._daily_refresh(days);
+    PERFORM junction._daily_touch(NULL, days);
     RETURN total;
 END
 $fn$;
@@ -718,7 +718,7 @@ BEGIN
               FROM w GROUP BY 1, 2, 3) AS h;
         n := coalesce(n, 0);
     END IF;
-    PERFORM junction._daily_refresh(junction._daily_parts_refresh(hours));
+    PERFORM junction._daily_touch(hours, NULL);
     RETURN n;
 END
 $fn$;
@@ -911,6 +911,28 @@ COMMENT ON COLUMN junction.daily_parts.calendar_date IS 'their local day (local_
 COMMENT ON COLUMN junction.daily_parts.last_value IS 'the value of the hour''s last sample (time, then type, then workout_id), for the resources a pick metric reads (else null)';
 CREATE INDEX daily_parts_day ON junction.daily_parts (user_id, resource, calendar_date);
 
+-- The recomputation the inbox workers queue (they run with junction.daily_defer = on): hours of
+-- samples and days of summaries written, recomputed together when the inbox is drained and at
+-- least every second (src/worker.c), so consecutive batches touching the same days cost one
+-- recomputation. Everything else (junction_process_inbox, junction_sync, the backfill) recomputes
+-- in its own transaction.
+CREATE TABLE junction.daily_pending_hours (
+    user_id  uuid NOT NULL,
+    resource text NOT NULL,
+    hour     timestamptz NOT NULL,
+    CONSTRAINT daily_pending_hours_pkey PRIMARY KEY (user_id, resource, hour)
+);
+COMMENT ON TABLE junction.daily_pending_hours IS
+  'hours of samples whose junction.daily_parts (and days) the inbox workers recompute next';
+CREATE TABLE junction.daily_pending_days (
+    user_id       uuid NOT NULL,
+    calendar_date date NOT NULL,
+    resource      text NOT NULL,
+    CONSTRAINT daily_pending_days_pkey PRIMARY KEY (user_id, calendar_date, resource)
+);
+COMMENT ON TABLE junction.daily_pending_days IS
+  'days of summaries whose junction.daily values the inbox workers recompute next';
+
 
 
 -- The aggregators: providers that merge other apps' and devices' data (phone health stores).
@@ -979,6 +1001,46 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT coalesce(current_setting('junction.daily', true), 'on') <> 'off' $fn$;
 COMMENT ON FUNCTION junction._daily_enabled() IS 'false when junction.daily = off (the upserts then leave junction.daily alone)';
+
+-- Whether the upserts queue the recomputation (junction.daily_defer, set by the inbox workers).
+CREATE FUNCTION junction._daily_deferred()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT coalesce(current_setting('junction.daily_defer', true), 'off') = 'on' $fn$;
+COMMENT ON FUNCTION junction._daily_deferred() IS 'true when junction.daily_defer = on: the upserts queue the days for junction._daily_flush';
+
+-- Recompute what the upserts recomputed in place otherwise: hours through junction.daily_parts,
+-- days of summaries. With junction.daily_defer = on they queue instead (junction._daily_flush).
+CREATE FUNCTION junction._daily_touch(hours junction.daily_hour[], days junction.daily_key[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+BEGIN
+    IF NOT junction._daily_enabled() THEN
+        RETURN 0;
+    END IF;
+    IF junction._daily_deferred() THEN
+        INSERT INTO junction.daily_pending_hours AS q (user_id, resource, hour)
+        SELECT DISTINCT h.user_id, h.resource, h.hour FROM unnest(hours) AS h
+        WHERE h.user_id IS NOT NULL AND h.resource IS NOT NULL AND h.hour IS NOT NULL
+        ORDER BY 1, 2, 3
+        ON CONFLICT DO NOTHING;
+        INSERT INTO junction.daily_pending_days AS q (user_id, calendar_date, resource)
+        SELECT DISTINCT d.user_id, d.calendar_date, d.resource FROM unnest(days) AS d
+        WHERE d.user_id IS NOT NULL AND d.calendar_date IS NOT NULL AND d.resource IS NOT NULL
+        ORDER BY 1, 2, 3
+        ON CONFLICT DO NOTHING;
+        RETURN 0;
+    END IF;
+    RETURN junction._daily_refresh(coalesce(junction._daily_parts_refresh(hours), '{}'::junction.daily_key[])
+                                   || coalesce(days, '{}'::junction.daily_key[]));
+END
+$fn$;
+COMMENT ON FUNCTION junction._daily_touch(junction.daily_hour[], junction.daily_key[]) IS
+  'recompute (or, with junction.daily_defer = on, queue) the junction.daily hours of samples and days of summaries an upsert wrote';
 
 -- The statement that recomputes the days of $1 (junction.daily_key[]) of the metrics the given
 -- resources feed: generated from junction.daily_metrics and junction.resources. One candidate per
@@ -1244,6 +1306,44 @@ $fn$;
 COMMENT ON FUNCTION junction._daily_summary_keys(junction.typing_item[], text) IS
   'the (user, calendar_date, resource) keys of the stored summaries a batch names (resources with daily metrics only)';
 
+-- Recompute up to max_keys queued hours and days (the inbox workers call it, src/worker.c);
+-- returns how many were taken from the queue.
+CREATE FUNCTION junction._daily_flush(max_keys integer DEFAULT 20000)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    hours junction.daily_hour[];
+    days  junction.daily_key[];
+BEGIN
+    WITH q AS (
+        DELETE FROM junction.daily_pending_hours AS p
+        WHERE (p.user_id, p.resource, p.hour) IN (SELECT x.user_id, x.resource, x.hour
+                                                  FROM junction.daily_pending_hours AS x
+                                                  ORDER BY 1, 2, 3 LIMIT max_keys
+                                                  FOR UPDATE SKIP LOCKED)
+        RETURNING p.user_id, p.resource, p.hour
+    )
+    SELECT array_agg(ROW(q.user_id, q.resource, q.hour)::junction.daily_hour) INTO hours FROM q;
+    WITH q AS (
+        DELETE FROM junction.daily_pending_days AS p
+        WHERE (p.user_id, p.calendar_date, p.resource) IN (SELECT x.user_id, x.calendar_date, x.resource
+                                                           FROM junction.daily_pending_days AS x
+                                                           ORDER BY 1, 2, 3 LIMIT max_keys
+                                                           FOR UPDATE SKIP LOCKED)
+        RETURNING p.user_id, p.calendar_date, p.resource
+    )
+    SELECT array_agg(ROW(q.user_id, q.calendar_date, q.resource)::junction.daily_key) INTO days FROM q;
+    PERFORM junction._daily_refresh(coalesce(junction._daily_parts_refresh(hours), '{}'::junction.daily_key[])
+                                    || coalesce(days, '{}'::junction.daily_key[]), true);
+    RETURN coalesce(cardinality(hours), 0) + coalesce(cardinality(days), 0);
+END
+$fn$;
+COMMENT ON FUNCTION junction._daily_flush(integer) IS
+  'recompute up to max_keys of the hours and days queued by upserts run with junction.daily_defer = on; returns how many were taken';
+
 -- ---------------------------------------------------------------------------------------------
 -- Entry points.
 -- ---------------------------------------------------------------------------------------------
@@ -1409,16 +1509,21 @@ SELECT pg_extension_config_dump('junction.source_priorities', '');
 SELECT pg_extension_config_dump('junction.daily_metrics', 'WHERE NOT builtin');
 SELECT pg_extension_config_dump('junction.daily', '');
 SELECT pg_extension_config_dump('junction.daily_parts', '');
+SELECT pg_extension_config_dump('junction.daily_pending_hours', '');
+SELECT pg_extension_config_dump('junction.daily_pending_days', '');
 
-REVOKE ALL ON junction.source_priorities, junction.daily_metrics, junction.daily, junction.daily_parts, junction.daily_wide FROM PUBLIC;
+REVOKE ALL ON junction.source_priorities, junction.daily_metrics, junction.daily, junction.daily_parts, junction.daily_pending_hours, junction.daily_pending_days, junction.daily_wide FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction._aggregator_providers() FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction.default_source_rank(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction.source_priority(text, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction._daily_enabled() FROM PUBLIC;
+REVOKE ALL ON FUNCTION junction._daily_deferred() FROM PUBLIC;
+REVOKE ALL ON FUNCTION junction._daily_touch(junction.daily_hour[], junction.daily_key[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction._daily_sql(text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction._daily_refresh(junction.daily_key[], boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction._daily_parts_refresh(junction.daily_hour[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction._daily_summary_keys(junction.typing_item[], text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION junction._daily_flush(integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction_rebuild_daily(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction_sync_source_priorities() FROM PUBLIC;
 SELECT junction_rebuild_daily() >= 0 AS daily_built;
