@@ -19,8 +19,7 @@
 #define RETENTION_EVERY_MS (60 * 1000)
 #define RETENTION_BATCH 10000
 /* junction.daily: the queued hours and days are recomputed when the inbox is drained, and at
- * least this often while it is not */
-#define DAILY_FLUSH_EVERY_MS 1000
+ * least every junction.daily_interval while it is not, this many of each at a time */
 #define DAILY_FLUSH_KEYS 20000
 
 /* Delete processed rows older than junction.inbox_retention, a bounded batch at a time. */
@@ -119,7 +118,7 @@ junction_worker_main(Datum arg)
 			junction_bgw_commit_tx();
 			junction_bgw_heartbeat(r.processed, r.quarantined);
 			more = r.full;	/* a limit ended the batch: more may be waiting */
-			if (!more || TimestampDifferenceExceeds(last_daily, GetCurrentTimestamp(), DAILY_FLUSH_EVERY_MS))
+			if (!more || TimestampDifferenceExceeds(last_daily, GetCurrentTimestamp(), junction_daily_interval_ms))
 			{
 				if (flush_daily())
 					more = true;

@@ -4,8 +4,9 @@
 -- documented default rule. A day is always recomputed from its candidates in the typed tables,
 -- never patched, so the result does not depend on the order deliveries arrive in. The typing
 -- upserts (webhook drain, junction_sync, backfill: junction._upsert_summaries and
--- junction._upsert_samples) recompute the days they touched; junction_rebuild_daily() recomputes
--- everything (after a change of the priorities or of the metrics).
+-- junction._upsert_samples) recompute the hours and days they touched, or queue them for the
+-- inbox worker (junction.daily_defer); junction_rebuild_daily() recomputes everything (after a
+-- change of the priorities or of the metrics).
 -- ---------------------------------------------------------------------------------------------
 
 -- The team's source priorities: Junction's (junction_sync_source_priorities()) and the team's own.
@@ -186,7 +187,7 @@ CREATE INDEX daily_parts_day ON junction.daily_parts (user_id, resource, calenda
 
 -- The recomputation the inbox workers queue (they run with junction.daily_defer = on): hours of
 -- samples and days of summaries written, recomputed together when the inbox is drained and at
--- least every second (src/worker.c), so consecutive batches touching the same days cost one
+-- least every junction.daily_interval (src/worker.c), so consecutive batches touching the same days cost one
 -- recomputation. Everything else (junction_process_inbox, junction_sync, the backfill) recomputes
 -- in its own transaction.
 CREATE TABLE junction.daily_pending_hours (
