@@ -10,7 +10,7 @@ PG_CPPFLAGS = -Isrc
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror=implicit-function-declaration
 
 # The regress suite, in order (test/run-tests.sh runs it on a throwaway cluster).
-REGRESS = setup verify verify_vectors inbox worker pipeline_typing samples webhooks api api_base_url ordering security provider lint workout_streams fidelity backfill_checkpoints lab sense
+REGRESS = setup verify verify_vectors inbox worker pipeline_typing samples webhooks api api_base_url ordering security provider lint workout_streams fidelity backfill_checkpoints lab sense daily
 REGRESS_OPTS = --use-existing
 
 PG_CONFIG ?= pg_config

@@ -19,7 +19,8 @@ CREATE TABLE ordering_result (run text, tbl text, nrows bigint, md5 text);
 CREATE FUNCTION pg_temp.reset() RETURNS void LANGUAGE sql AS $$
   TRUNCATE junction.events, junction.samples, junction.activity, junction.sleep, junction.body, junction.inbox,
            junction.lab_orders, junction.lab_appointments, junction.lab_critical_results, junction.lab_results,
-           junction.sense_results, junction.lab_report_parsing_jobs, junction.lab_report_results
+           junction.sense_results, junction.lab_report_parsing_jobs, junction.lab_report_results,
+           junction.daily, junction.daily_parts
 $$;
 -- drain in batches of `size` (the batch boundaries differ from run to run)
 CREATE FUNCTION pg_temp.drain(size integer) RETURNS integer LANGUAGE plpgsql AS $$

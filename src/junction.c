@@ -38,8 +38,12 @@ int			junction_backfill_workers = 2;
 int			junction_batch_size = 500;
 int			junction_batch_bytes = 16 * 1024 * 1024;
 int			junction_poll_interval_ms = 1000;
+int			junction_daily_interval_ms = 2000;
 int			junction_inbox_retention_s = 7 * 24 * 3600;
 int			junction_signature_tolerance_s = 300;
+/* Read by SQL (junction._daily_enabled, junction._daily_deferred); defined here with the others. */
+static bool junction_daily = true;
+static bool junction_daily_defer = false;
 
 JunctionShared *junction_shared = NULL;
 
@@ -119,6 +123,24 @@ junction_define_gucs(void)
 							"Largest difference between svix-timestamp and the delivery's received_at.",
 							NULL, &junction_signature_tolerance_s, 300, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomBoolVariable("junction.daily",
+							 "Maintain junction.daily as the typed tables change.",
+							 "Off: the upserts skip the consolidated daily values; "
+							 "junction_rebuild_daily() brings them up to date.",
+							 &junction_daily, true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("junction.daily_interval",
+							"Longest time an inbox worker leaves junction.daily's queue while it drains.",
+							"The queue is recomputed when the inbox is drained, and at least this often "
+							"while it is not.",
+							&junction_daily_interval_ms, 2000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomBoolVariable("junction.daily_defer",
+							 "Queue junction.daily's recomputation instead of doing it in the upserting transaction.",
+							 "The inbox workers set it for themselves and recompute the queue, coalesced, "
+							 "when the inbox is drained and at least every junction.daily_interval.",
+							 &junction_daily_defer, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 }
 
 /* Register one static background worker running function(slot). */

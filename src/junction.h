@@ -37,6 +37,7 @@ extern int	junction_backfill_workers;
 extern int	junction_batch_size;
 extern int	junction_batch_bytes;
 extern int	junction_poll_interval_ms;
+extern int	junction_daily_interval_ms;
 extern int	junction_inbox_retention_s;
 extern int	junction_signature_tolerance_s;
 

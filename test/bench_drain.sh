@@ -9,6 +9,12 @@
 # Second line: the same corpus with 1% signed-but-invalid deliveries mixed in
 # (every 100th position: truncated JSON or no event_type, alternately), its
 # rate beside the clean worker rate of the same run.  Target: >= 0.80 of clean.
+# Third line: the clean corpus with the junction.daily maintenance on (the default: the worker
+# queues the hours and days each batch wrote and recomputes them when the inbox is drained and at
+# least every junction.daily_interval, 2 s; the time counts until that queue is empty too) beside the same worker with
+# junction.daily = off, in the same run.  Target: >= 0.80 of off.
+# Fourth line: a year of one metric over 1,000 users of junction.daily (365,000 of its 1,825,000
+# rows) answered from an index, its time beside the same query forced to a sequential scan.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/test/cluster.sh"
@@ -17,7 +23,7 @@ W=/tmp/junction-bench-drain.$$
 trap 'jx_cluster_stop; rm -rf "$W"' EXIT
 [ -n "${JX_NO_INSTALL:-}" ] || { jx_install_deps; jx_build_install "$ROOT"; }
 mkdir -p "$W"
-JX_PORT=5447 jx_cluster_start "$W/pg" junction_bench "fsync = on"
+JX_PORT=${JX_BENCH_PORT:-5447} jx_cluster_start "$W/pg" junction_bench "fsync = on"
 psql -qX -v ON_ERROR_STOP=1 >/dev/null <<SQL
 CREATE EXTENSION junction;
 INSERT INTO junction.webhook_secrets(secret) VALUES ('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw');
@@ -39,7 +45,8 @@ ALTER TABLE parsed ALTER COLUMN j SET STORAGE PLAIN;
 INSERT INTO parsed SELECT i, headers->>'svix-id', body::jsonb FROM d;
 CREATE FUNCTION truncate_typed() RETURNS void LANGUAGE plpgsql AS \$\$
 BEGIN
-  TRUNCATE junction.events, junction.samples, junction.activity, junction.sleep, junction.body, junction.inbox;
+  TRUNCATE junction.events, junction.samples, junction.activity, junction.sleep, junction.body, junction.inbox,
+           junction.daily, junction.daily_parts, junction.daily_pending_hours, junction.daily_pending_days;
 END \$\$;
 -- the ceiling: one INSERT ... SELECT per table from the parsed JSON
 CREATE FUNCTION ceiling() RETURNS bigint LANGUAGE plpgsql AS \$\$
@@ -72,11 +79,15 @@ BEGIN
   GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
   RETURN total;
 END \$\$;
--- wait until the worker has drained everything; returns seconds since t0
+-- wait until the worker has drained everything, junction.daily's queue included; returns seconds since t0
 CREATE FUNCTION wait_drained(t0 timestamptz) RETURNS float8 LANGUAGE plpgsql AS \$\$
 BEGIN
   LOOP
     PERFORM 1 FROM junction.inbox WHERE status = 'pending' LIMIT 1;
+    IF NOT FOUND THEN
+      PERFORM 1 FROM junction.daily_pending_hours LIMIT 1;
+      IF NOT FOUND THEN PERFORM 1 FROM junction.daily_pending_days LIMIT 1; END IF;
+    END IF;
     IF NOT FOUND THEN RETURN extract(epoch FROM clock_timestamp() - t0); END IF;
     PERFORM pg_sleep(0.01);
   END LOOP;
@@ -115,15 +126,33 @@ SELECT round(wait_drained(clock_timestamp())::numeric, 3) AS secs \gset
 SELECT typed_rows() || ' ' || :secs || ' ' || (SELECT count(*) FROM junction.inbox WHERE status = 'quarantined');
 SQL
 }
+# the same worker with junction.daily = off (the worker reads it at its next wake-up)
+set_daily() {
+    psql -qXAt -c "ALTER SYSTEM SET junction.daily = $1" -c "SELECT pg_reload_conf()" >/dev/null
+    sleep 1.5
+}
+run_worker_off() {
+    set_daily off
+    local out; out=$(run_worker | tail -1)
+    set_daily on
+    echo "$out"
+}
 NP=$((N + N / 100))
 run_worker >/dev/null   # warm-up: plans, caches
-best_c=0; best_w=0; best_p=0
+best_c=0; best_w=0; best_p=0; best_o=0
 for r in 1 2 3; do
     read -r crows csecs <<<"$(run_ceiling | tail -1)"
     read -r wrows wsecs wq <<<"$(run_worker | tail -1)"
+    days=$(psql -qXAt -c "SELECT count(*) FROM junction.daily")
     read -r prows psecs pq <<<"$(run_poison | tail -1)"
+    read -r orows osecs oq <<<"$(run_worker_off | tail -1)"
+    odays=$(psql -qXAt -c "SELECT count(*) FROM junction.daily")
     c=$(python3 -c "print(round($N/$csecs))"); w=$(python3 -c "print(round($N/$wsecs))"); p=$(python3 -c "print(round($NP/$psecs))")
-    echo "run $r: ceiling $c deliveries/s ($crows rows in ${csecs}s) | worker $w deliveries/s ($wrows rows in ${wsecs}s, $wq quarantined) | 1% poison $p deliveries/s ($prows rows in ${psecs}s, $pq quarantined)"
+    o=$(python3 -c "print(round($N/$osecs))")
+    echo "run $r: ceiling $c deliveries/s ($crows rows in ${csecs}s) | worker $w deliveries/s ($wrows rows in ${wsecs}s, $wq quarantined, $days daily rows) | 1% poison $p deliveries/s ($prows rows in ${psecs}s, $pq quarantined) | daily off $o deliveries/s ($orows rows in ${osecs}s, $odays daily rows)"
+    [ "$days" -gt 0 ] || { echo "the worker left junction.daily empty"; exit 1; }
+    [ "$odays" -eq 0 ] || { echo "junction.daily = off still wrote $odays daily rows"; exit 1; }
+    [ "$o" -gt "$best_o" ] && best_o=$o
     [ "$pq" -eq $((N / 100 + wq)) ] || { echo "poison run quarantined $pq, expected $((N / 100 + wq))"; exit 1; }
     [ "$prows" -eq "$wrows" ] || { echo "poison run typed $prows rows, the clean run $wrows"; exit 1; }
     [ "$c" -gt "$best_c" ] && { best_c=$c; best_crows=$(python3 -c "print(round($crows/$csecs))"); }
@@ -134,3 +163,33 @@ ratio=$(python3 -c "print(f'{$best_w/$best_c:.2f}')")
 pratio=$(python3 -c "print(f'{$best_p/$best_w:.2f}')")
 echo "bench_drain: $N deliveries: worker $best_w deliveries/s ($best_wrows typed rows/s) vs ceiling $best_c deliveries/s ($best_crows rows/s) = $ratio (target >= 0.50)"
 echo "bench_drain: $NP deliveries, 1% signed-invalid: worker $best_p deliveries/s vs clean $best_w deliveries/s in the same run = $pratio (target >= 0.80)"
+dratio=$(python3 -c "print(f'{$best_w/$best_o:.2f}')")
+echo "bench_drain: $N deliveries, junction.daily maintenance on: worker $best_w deliveries/s vs off $best_o deliveries/s in the same run = $dratio (target >= 0.80)"
+
+# A year of one metric over 1,000 users (5 metrics: 1,825,000 rows): the index answers it.
+psql -qX -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+TRUNCATE junction.daily;
+INSERT INTO junction.daily (user_id, calendar_date, metric, value, unit, provider, source_type, resource, candidates)
+SELECT ('0190b2a0-0000-7000-8000-' || lpad(u::text, 12, '0'))::uuid, d::date, m, (u * 7 + extract(doy FROM d)) % 20000,
+       'count', 'oura', 'ring', 'activity', 1
+FROM generate_series(1, 1000) u, generate_series(date '2026-01-01', date '2026-12-31', interval '1 day') d,
+     unnest(ARRAY['steps', 'sleep_total', 'weight', 'calories_total', 'heart_rate_average']) m;
+VACUUM ANALYZE junction.daily;
+SQL
+YEAR_Q="SELECT user_id, avg(value), count(*) FROM junction.daily WHERE metric = 'steps' AND calendar_date BETWEEN '2026-01-01' AND '2026-12-31' GROUP BY user_id"
+plan() {  # extra settings: the plan's scan node and its execution time (best of 3)
+    local best=
+    for i in 1 2 3; do
+        out=$(psql -qXAt -c "$1" -c "EXPLAIN (ANALYZE, TIMING OFF) $YEAR_Q")
+        t=$(echo "$out" | sed -n 's/^Execution Time: \([0-9.]*\) ms/\1/p')
+        scan=$(echo "$out" | grep -oE '(Index Only Scan using|Index Scan using|Bitmap Index Scan on) [a-z_]+' | head -1)
+        [ -n "$scan" ] || scan=$(echo "$out" | grep -oE 'Seq Scan on [a-z_]+' | head -1)
+        rows=$(echo "$out" | grep -E 'Scan' | head -1 | sed -n 's/.*actual rows=\([0-9]*\).*/\1/p')
+        if [ -z "$best" ] || python3 -c "import sys; sys.exit(0 if $t < $best else 1)"; then best=$t; fi
+    done
+    echo "$scan|$rows|$best"
+}
+IFS='|' read -r iscan irows itime <<<"$(plan 'SET max_parallel_workers_per_gather = 0')"
+IFS='|' read -r sscan srows stime <<<"$(plan 'SET max_parallel_workers_per_gather = 0; SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off')"
+echo "bench_drain: a year of steps over 1,000 users ($irows of 1825000 junction.daily rows): $iscan, ${itime} ms vs $sscan ${stime} ms in the same run"
+case "$iscan" in *Index*) ;; *) echo "the year query did not use an index: $iscan"; exit 1;; esac

@@ -83,9 +83,16 @@ check "pg_dump --schema-only of upgraded and fresh databases equal (normalised)"
 
 # ---- 2. the data survived ----
 q junction_fault "SELECT * FROM jx_typed_fingerprint()" > "$W/after.fp"
-# (tables new in this release appear, empty: empty tables are left out of the comparison)
-check "typed tables unchanged by the update" \
-    "diff <(grep -v '|0|d41d8cd98f00b204e9800998ecf8427e\$' '$W/before.fp') <(grep -v '|0|d41d8cd98f00b204e9800998ecf8427e\$' '$W/after.fp')"
+# tables new in this release appear, empty (left out of the comparison); junction.daily (0.3.0) is
+# built by the update from the typed tables, which stay as they were
+check "typed tables unchanged by the update (new tables empty, junction.daily new)" \
+    "diff <(grep -v '|0|d41d8cd98f00b204e9800998ecf8427e\$' '$W/before.fp') <(grep -v '|0|d41d8cd98f00b204e9800998ecf8427e\$' '$W/after.fp' | grep -vE '^daily[a-z_]*[|]')"
+DAILY_FP="SELECT count(*) || ' ' || md5(string_agg(d::text, ',' ORDER BY d::text)) FROM (SELECT user_id, calendar_date, metric, value, provider, source_type, resource, candidates FROM junction.daily) d"
+daily_updated=$(q junction_fault "$DAILY_FP")
+daily_rebuilt=$(psql -qXAt -d junction_fault -c "BEGIN" -c "SELECT junction_rebuild_daily() IS NULL" -c "$DAILY_FP" -c "ROLLBACK" | tail -1)
+echo "junction.daily after the update: $daily_updated; rebuilt: $daily_rebuilt"
+check "the update builds junction.daily from the stored data, as a rebuild does" \
+    "[ '${daily_updated%% *}' -gt 0 ] && [ '$daily_updated' = '$daily_rebuilt' ]"
 check "inbox rows from before unchanged by the update" \
     "[ \"\$(q junction_fault \"SELECT count(*), md5(string_agg(concat_ws('|', id, received_at, headers, md5(body), status, attempts, error, sqlstate, processed_at), ',' ORDER BY id)) FROM junction.inbox WHERE id <= $MAXID\")\" = \"\$(cat '$W/before.inbox')\" ]"
 if [ $REFUSED -gt 0 ]; then

@@ -68,6 +68,10 @@ wait_drained() {  # db, seconds
     local db=$1 deadline=$((SECONDS + $2)) p
     while [ $SECONDS -lt $deadline ]; do
         p=$(psql -qXAt -d $db -c "SELECT count(*) FROM junction.inbox WHERE status = 'pending'" 2>/dev/null || echo x)
+        # and junction.daily's queue (0.3.0 on), which the worker empties after the inbox
+        if [ "$p" = "0" ] && [ "$(psql -qXAt -d $db -c "SELECT to_regclass('junction.daily_pending_hours') IS NOT NULL" 2>/dev/null)" = t ]; then
+            p=$(psql -qXAt -d $db -c "SELECT (SELECT count(*) FROM junction.daily_pending_hours) + (SELECT count(*) FROM junction.daily_pending_days)" 2>/dev/null || echo x)
+        fi
         [ "$p" = "0" ] && return 0
         sleep 0.2
     done

@@ -813,6 +813,7 @@ class Mock:
             self.connections = {}                          # user_id -> OrderedDict slug -> conn
             self.refresh_times = collections.defaultdict(collections.deque)
             self.webhooks = collections.defaultdict(collections.OrderedDict)   # scope -> id -> wh
+            self.source_priorities = default_source_priorities()           # data_type -> [slug, ...]
             self.wh_seq = 0
             self.faults = []
             self.fault_seq = 0
@@ -1246,6 +1247,51 @@ def introspect_page(m, req, build):
     return 200, {"data": list(data.values()), "next_cursor": nxt, "next": nxt}
 
 
+# GET /v2/team/source/priorities: Junction's OpenAPI specification types the answer as an array
+# of free-form objects and the query's data_type as PriorityResource (workouts, activity, sleep,
+# body, timeseries; absent = all). Each object here names its data_type, its priority (1 first)
+# and the provider in the shape every summary carries (source: ClientFacingProvider).
+PRIORITY_RESOURCES = ("workouts", "activity", "sleep", "body", "timeseries")
+
+
+def default_source_priorities():
+    devices = ["oura", "garmin", "whoop_v2", "fitbit", "polar", "withings", "apple_health_kit", "health_connect"]
+    return {dt: list(devices) for dt in PRIORITY_RESOURCES}
+
+
+def priority_objects(m, data_type):
+    out = []
+    for dt in ([data_type] if data_type else PRIORITY_RESOURCES):
+        for n, slug in enumerate(m.source_priorities.get(dt, []), 1):
+            out.append({"data_type": dt, "priority": n,
+                        "source": {"name": PROVIDER_NAMES.get(slug, slug.replace("_", " ").title()),
+                                   "slug": slug, "logo": "https://storage.googleapis.com/vital-assets/%s.png" % slug}})
+    return out
+
+
+def h_source_priorities(m, req):
+    dt = req.query.get("data_type")
+    if dt is not None and dt not in PRIORITY_RESOURCES:
+        raise validation_error(("query", "data_type"), "Input should be 'workouts', 'activity', 'sleep', 'body' or "
+                               "'timeseries'", "enum", dt)
+    with m.lock:
+        return 200, priority_objects(m, dt)
+
+
+def h_source_priorities_patch(m, req):
+    """PATCH: body {data_type: [provider slug, ...]} (the order is the priority) replaces those lists."""
+    body = req.json_object()
+    for dt, slugs in body.items():
+        if dt not in PRIORITY_RESOURCES:
+            raise validation_error(("body", dt), "unknown data_type", "enum", dt)
+        if not isinstance(slugs, list) or not all(isinstance(x, str) for x in slugs):
+            raise validation_error(("body", dt), "Input should be a list of provider slugs", "list_type", slugs)
+    with m.lock:
+        for dt, slugs in body.items():
+            m.source_priorities[dt] = list(slugs)
+        return 200, priority_objects(m, None)
+
+
 def h_introspect_resources(m, req):
     today = int(time.time()) // 86400 * 86400
 
@@ -1515,6 +1561,8 @@ ROUTES = [(meth, re.compile(rx), fn, auth, tmpl) for meth, rx, fn, auth, tmpl in
     ("GET", r"^/v3/order/(?P<order_id>[^/]+)/result$", h_lab_result, "data", "/v3/order/{order_id}/result"),
     ("GET", r"^/aggregate/v1/user/(?P<user_id>[^/]+)/continuous_query/(?P<query>[^/]+)/result_table$",
      h_sense_result_table, "data", "/aggregate/v1/user/{user_id}/continuous_query/{query}/result_table"),
+    ("GET", r"^/v2/team/source/priorities$", h_source_priorities, "data", "/v2/team/source/priorities"),
+    ("PATCH", r"^/v2/team/source/priorities$", h_source_priorities_patch, "data", "/v2/team/source/priorities"),
     ("GET", r"^/v2/introspect/resources$", h_introspect_resources, "data", "/v2/introspect/resources"),
     ("GET", r"^/v2/introspect/historical_pull$", h_introspect_historical, "data", "/v2/introspect/historical_pull"),
     ("GET", MG + r"/webhook/?$", h_wh_list, "mgmt", "/v1/org/{org}/team/{team}/{env}/webhook"),

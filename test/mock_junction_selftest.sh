@@ -438,6 +438,21 @@ is "Sense result table (column-oriented)" 'd["mean.sleep_score"]' "[76.75]"
 data GET "/aggregate/v1/user/$U/continuous_query/unknown/result_table"
 status "unknown continuous query -> 404" 404
 
+# ------------------------------------------------------------------ team source priorities
+data GET "/v2/team/source/priorities"
+status "source priorities -> 200" 200
+truthy "source priorities: every data_type, priorities 1.. in order, a provider object each" "isinstance(d, list) and {o['data_type'] for o in d}=={'workouts','activity','sleep','body','timeseries'} and all(set(o)=={'data_type','priority','source'} and o['source']['slug'] for o in d)"
+data GET "/v2/team/source/priorities?data_type=sleep"
+truthy "data_type=sleep: only sleep, oura first" "{o['data_type'] for o in d}=={'sleep'} and min(d, key=lambda o: o['priority'])['source']['slug']=='oura'"
+data GET "/v2/team/source/priorities?data_type=steps"
+status "data_type outside PriorityResource -> 422" 422
+data PATCH "/v2/team/source/priorities" -H 'Content-Type: application/json' -d '{"sleep": ["garmin", "oura"]}'
+status "PATCH source priorities -> 200" 200
+data GET "/v2/team/source/priorities?data_type=sleep"
+truthy "PATCH replaced the sleep list" "[o['source']['slug'] for o in sorted(d, key=lambda o: o['priority'])]==['garmin','oura']"
+data PATCH "/v2/team/source/priorities" -H 'Content-Type: application/json' -d '{"sleep": "garmin"}'
+status "PATCH with a non-list -> 422" 422
+
 # ------------------------------------------------------------------ delete / undo
 data DELETE "/v2/user/$ALICE"
 is "delete user -> success" 'd' '{"success": true}'

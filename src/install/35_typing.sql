@@ -21,6 +21,22 @@ CREATE TYPE junction.typing_item AS (
 COMMENT ON TYPE junction.typing_item IS
   'one object for the junction._upsert_* functions: ordering key, user, resource, event type, receive time, data';
 
+-- A day whose junction.daily values the upserts recompute (38_daily.sql): the user, the local
+-- day and the typed resource that changed.
+CREATE TYPE junction.daily_key AS (
+    user_id       uuid,
+    calendar_date date,
+    resource      text
+);
+COMMENT ON TYPE junction.daily_key IS 'a (user, local day, resource) whose junction.daily values are recomputed';
+-- An hour of one user's samples of one resource whose junction.daily_parts rows are recomputed.
+CREATE TYPE junction.daily_hour AS (
+    user_id  uuid,
+    resource text,
+    hour     timestamptz
+);
+COMMENT ON TYPE junction.daily_hour IS 'a (user, resource, UTC hour) whose junction.daily_parts rows are recomputed from junction.samples';
+
 -- Raise an error from inside an expression (used to validate rows set-based, without loops).
 CREATE FUNCTION junction._fail(code text, message text)
 RETURNS text
@@ -185,21 +201,34 @@ AS $fn$
 -- reaches it, so plpgsql_check's security warning (unsanitized text in EXECUTE) is off here.
 -- @plpgsql_check_options: security_warnings = off
 DECLARE
-    res   text;
-    n     bigint;
-    total bigint := 0;
+    res    text;
+    n      bigint;
+    total  bigint := 0;
+    daily  boolean := junction._daily_enabled();
+    before junction.daily_key[];
+    days   junction.daily_key[] := '{}'::junction.daily_key[];
 BEGIN
     FOR res IN SELECT DISTINCT i.resource FROM unnest(items) AS i ORDER BY 1 LOOP
+        -- the days the stored versions are on (a correction may move a summary to another day)
+        IF daily THEN
+            before := junction._daily_summary_keys(items, res);
+        END IF;
         -- one statement per summary table; _summary_upsert_sql rejects non-summary resources
         EXECUTE junction._summary_upsert_sql(res) USING items, res;
         GET DIAGNOSTICS n = ROW_COUNT;
         total := total + n;
+        IF daily AND n > 0 THEN
+            days := days || coalesce(before, '{}'::junction.daily_key[])
+                    || coalesce(junction._daily_summary_keys(items, res), '{}'::junction.daily_key[]);
+        END IF;
     END LOOP;
+    -- junction.daily: recompute the days these summaries were and are on (38_daily.sql)
+    PERFORM junction._daily_touch(NULL, days);
     RETURN total;
 END
 $fn$;
 COMMENT ON FUNCTION junction._upsert_summaries(junction.typing_item[]) IS
-  'upsert summary objects (and devices) into their tables; newest updated_at wins, then the latest received';
+  'upsert summary objects (and devices) into their tables; newest updated_at wins, then the latest received; recomputes the junction.daily days they touch';
 
 -- ---------------------------------------------------------------------------------------------
 -- Samples: every element of every group's data[] becomes one row of junction.samples.
@@ -288,8 +317,9 @@ SET search_path = pg_catalog, pg_temp
 SET timezone = 'UTC'
 AS $fn$
 DECLARE
-    bad text;
-    n   bigint;
+    bad   text;
+    n     bigint;
+    hours junction.daily_hour[];
 BEGIN
     SELECT coalesce(quote_literal(i.resource), 'NULL') INTO bad
     FROM unnest(items) AS i
@@ -300,23 +330,60 @@ BEGIN
         RAISE EXCEPTION 'not a timeseries resource: %', bad USING ERRCODE = '22023';
     END IF;
 
-    IF conflicts THEN
-        INSERT INTO junction.samples AS t
-        SELECT * FROM junction._sample_rows(items)
-        ON CONFLICT (user_id, resource, time, provider, source_type, type, workout_id) DO UPDATE
-        SET time_end = excluded.time_end, value = excluded.value, unit = excluded.unit,
-            timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
-            floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
-        WHERE excluded.received_seq > t.received_seq;
-    ELSE
-        INSERT INTO junction.samples SELECT * FROM junction._sample_rows(items);
+    IF NOT junction._daily_enabled() THEN
+        IF conflicts THEN
+            INSERT INTO junction.samples AS t
+            SELECT * FROM junction._sample_rows(items)
+            ON CONFLICT (user_id, resource, time, provider, source_type, type, workout_id) DO UPDATE
+            SET time_end = excluded.time_end, value = excluded.value, unit = excluded.unit,
+                timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
+                floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
+            WHERE excluded.received_seq > t.received_seq;
+        ELSE
+            INSERT INTO junction.samples SELECT * FROM junction._sample_rows(items);
+        END IF;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        RETURN n;
     END IF;
-    GET DIAGNOSTICS n = ROW_COUNT;
+
+    -- The same statements, returning the hours of the rows they wrote: junction.daily_parts
+    -- recomputes those hours, junction.daily the days they were and are on (38_daily.sql).
+    IF conflicts THEN
+        WITH w AS (
+            INSERT INTO junction.samples AS t
+            SELECT * FROM junction._sample_rows(items)
+            ON CONFLICT (user_id, resource, time, provider, source_type, type, workout_id) DO UPDATE
+            SET time_end = excluded.time_end, value = excluded.value, unit = excluded.unit,
+                timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
+                floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
+            WHERE excluded.received_seq > t.received_seq
+            RETURNING t.user_id, t.resource, t.time
+        )
+        SELECT sum(h.n), array_agg(ROW(h.user_id, h.resource, h.hour)::junction.daily_hour)
+                           FILTER (WHERE h.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
+          INTO n, hours
+        FROM (SELECT w.user_id, w.resource, date_trunc('hour', w.time) AS hour, count(*) AS n
+              FROM w GROUP BY 1, 2, 3) AS h;
+        n := coalesce(n, 0);
+    ELSE
+        WITH w AS (
+            INSERT INTO junction.samples AS t
+            SELECT * FROM junction._sample_rows(items)
+            RETURNING t.user_id, t.resource, t.time
+        )
+        SELECT sum(h.n), array_agg(ROW(h.user_id, h.resource, h.hour)::junction.daily_hour)
+                           FILTER (WHERE h.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
+          INTO n, hours
+        FROM (SELECT w.user_id, w.resource, date_trunc('hour', w.time) AS hour, count(*) AS n
+              FROM w GROUP BY 1, 2, 3) AS h;
+        n := coalesce(n, 0);
+    END IF;
+    PERFORM junction._daily_touch(hours, NULL);
     RETURN n;
 END
 $fn$;
 COMMENT ON FUNCTION junction._upsert_samples(junction.typing_item[], boolean) IS
-  'upsert timeseries groups ({source, data[]}) into junction.samples; the latest received wins per sample key (conflicts = false: plain INSERT of keys known to be new)';
+  'upsert timeseries groups ({source, data[]}) into junction.samples; the latest received wins per sample key (conflicts = false: plain INSERT of keys known to be new); recomputes the junction.daily days they touch';
 
 -- ---------------------------------------------------------------------------------------------
 -- Workout stream notifications, connections, backfills.

@@ -74,14 +74,16 @@ DECLARE
 BEGIN
     FOR r IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE n.nspname = 'junction' AND c.relkind = 'r'
-                AND c.relname NOT IN ('inbox', 'webhook_secrets', 'resources')
+                AND c.relname NOT IN ('inbox', 'webhook_secrets', 'resources', 'daily_metrics', 'source_priorities')
               ORDER BY 1
     LOOP
         SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
           FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
          WHERE c.relname = r.relname AND c.relnamespace = 'junction'::regnamespace
            AND a.attnum > 0 AND NOT a.attisdropped
-           AND a.attname NOT IN ('received_seq', 'inbox_id', 'received_at', 'processed_at', 'loaded_at', 'completed_at', 'first_seen_at', 'last_event_at');
+           AND a.attname NOT IN ('received_seq', 'inbox_id', 'received_at', 'processed_at', 'loaded_at', 'completed_at', 'first_seen_at', 'last_event_at')
+           -- junction.daily: when a value last changed is the time of the run, not data
+           AND NOT (r.relname = 'daily' AND a.attname = 'updated_at');
         RETURN QUERY EXECUTE format(
             'SELECT %L::text, count(*), md5(coalesce(string_agg(t::text, %L ORDER BY t::text), %L)) FROM (SELECT %s FROM junction.%I) t',
             r.relname, E'\n', '', cols, r.relname);
