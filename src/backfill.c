@@ -18,6 +18,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 
 #include "bgw.h"
@@ -196,6 +197,9 @@ junction_backfill_main(Datum arg)
 
 	junction_bgw_start(DatumGetInt32(arg), "junction backfill");
 	junction_prefetch_across_commit = true;	/* a step's prefetch is the next step's page */
+	/* as in the inbox workers: the upserts queue junction.daily's recomputation, which the inbox
+	 * workers do coalesced, so a page's commit does not wait for it */
+	SetConfigOption("junction.daily_defer", "on", PGC_SUSET, PGC_S_OVERRIDE);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "junction backfill",
 									 ALLOCSET_DEFAULT_SIZES);
 	for (;;)
