@@ -6,7 +6,8 @@
 # page generation is not what is measured), in the same run. Prints samples/s and the ratio.
 # Target: 2 workers >= 1.5x one worker on 2 cores. Also prints one job's rate beside junction_sync
 # of the same range in the same run (the cost of committing every page).
-# As root. Its own cluster (port $JX_PORT, default 5436) and mock; JX_SKIP_BUILD=1 skips the build.
+# As root. Its own cluster (port $JX_PORT, default 5436) and mock; JX_SKIP_BUILD=1 skips the build;
+# JX_BENCH_CONF adds postgresql.conf lines (e.g. 'junction.daily = off').
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/test/cluster.sh"
@@ -26,7 +27,8 @@ shared_buffers = 1GB
 max_wal_size = 4GB
 junction.backfill_workers = 1
 junction.api_base_url = '$MOCK'
-junction.api_key = 'sk_us_test_key'"
+junction.api_key = 'sk_us_test_key'
+${JX_BENCH_CONF:-}"
 psql -qX -v ON_ERROR_STOP=1 -c "CREATE EXTENSION junction" >/dev/null
 U1=5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e
 U2=5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5f
@@ -49,12 +51,15 @@ run_jobs() {  # users...
     done
     t0=$(date +%s.%N)
     q "INSERT INTO junction.backfills (user_id, provider, resource, start_date, end_date, completed_at, received_seq, data) VALUES $vals" >/dev/null
+    local running=0 r
     while [ "$(q "SELECT count(*) FROM junction.backfills WHERE fetch_status <> 'done'")" != 0 ]; do
         [ "$(q "SELECT count(*) FROM junction.backfills WHERE fetch_status = 'failed'")" = 0 ] || { echo "a job failed"; exit 1; }
+        r=$(q "SELECT count(*) FROM junction.backfills WHERE fetch_status = 'running'")
+        [ "$r" -gt "$running" ] && running=$r
         sleep 0.05
     done
     t1=$(date +%s.%N)
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
+    awk -v a="$t0" -v b="$t1" -v r="$running" 'BEGIN { printf "%.3f %d\n", b - a, r }'
 }
 rows() { q "SELECT count(*) FROM junction.samples"; }
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
@@ -69,16 +74,16 @@ SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 3);
 SQL
 )
 N_SYNC=$(rows)
-T1_ONE=$(run_jobs $U1); N1_ONE=$(rows)
-T1=$(run_jobs $U1 $U2); N1=$(rows)
+read -r T1_ONE _ < <(run_jobs $U1); N1_ONE=$(rows)
+read -r T1 P1 < <(run_jobs $U1 $U2); N1=$(rows)
 restart_with 2
-T2=$(run_jobs $U1 $U2); N2=$(rows)
+read -r T2 P2 < <(run_jobs $U1 $U2); N2=$(rows)
 R_SYNC=$(rate "$N_SYNC" "$T_SYNC"); R1_ONE=$(rate "$N1_ONE" "$T1_ONE"); R1=$(rate "$N1" "$T1"); R2=$(rate "$N2" "$T2")
 echo "== backfill workers: 90 days of dense heart rate per user, one page per transaction"
 printf '%-58s %8.3f s %10s samples/s\n' "junction_sync, one user, one call (anchor)" "$T_SYNC" "$R_SYNC"
 printf '%-58s %8.3f s %10s samples/s   = %s of junction_sync\n' "backfill job, one user, 1 worker (checkpoint per page)" "$T1_ONE" "$R1_ONE" \
     "$(awk -v a="$R1_ONE" -v b="$R_SYNC" 'BEGIN { printf "%.2f", a / b }')"
-printf '%-58s %8.3f s %10s samples/s\n' "2 users, junction.backfill_workers = 1 (anchor)" "$T1" "$R1"
-printf '%-58s %8.3f s %10s samples/s   = %sx one worker (target >= 1.5)\n' "2 users, junction.backfill_workers = 2" "$T2" "$R2" \
-    "$(awk -v a="$R2" -v b="$R1" 'BEGIN { printf "%.2f", a / b }')"
+printf '%-58s %8.3f s %10s samples/s   (at most %s job(s) running at once)\n' "2 users, junction.backfill_workers = 1 (anchor)" "$T1" "$R1" "$P1"
+printf '%-58s %8.3f s %10s samples/s   = %sx one worker (target >= 1.5; at most %s running at once)\n' "2 users, junction.backfill_workers = 2" "$T2" "$R2" \
+    "$(awk -v a="$R2" -v b="$R1" 'BEGIN { printf "%.2f", a / b }')" "$P2"
 [ "$N1" = "$N2" ] || { echo "row counts differ: $N1 vs $N2"; exit 1; }
