@@ -85,21 +85,30 @@ junction_shmem_startup(void)
 void
 junction_define_gucs(void)
 {
-	DefineCustomStringVariable("junction.database",
-							   "Database the junction background workers serve.",
-							   NULL, &junction_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("junction.workers",
-							"Number of junction background workers draining the inbox.",
-							"0 disables the workers; junction_process_inbox() still works.",
-							&junction_workers, 1, 0, JUNCTION_MAX_WORKERS,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("junction.backfill_workers",
-							"Number of junction background workers running backfill jobs.",
-							"They claim jobs with SKIP LOCKED, fairly across users; 0 disables them "
-							"(junction_backfill_now() still works), as does junction.workers = 0.",
-							&junction_backfill_workers, 2, 0, JUNCTION_MAX_BACKFILL_WORKERS,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	/*
+	 * The workers' settings exist only where the library is preloaded: a
+	 * backend that loads it on demand (a Citus worker node running a shard's
+	 * query, CREATE EXTENSION propagated there) cannot define
+	 * PGC_POSTMASTER settings after startup, and has no workers to configure.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomStringVariable("junction.database",
+								   "Database the junction background workers serve.",
+								   NULL, &junction_database, "postgres",
+								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+		DefineCustomIntVariable("junction.workers",
+								"Number of junction background workers draining the inbox.",
+								"0 disables the workers; junction_process_inbox() still works.",
+								&junction_workers, 1, 0, JUNCTION_MAX_WORKERS,
+								PGC_POSTMASTER, 0, NULL, NULL, NULL);
+		DefineCustomIntVariable("junction.backfill_workers",
+								"Number of junction background workers running backfill jobs.",
+								"They claim jobs with SKIP LOCKED, fairly across users; 0 disables them "
+								"(junction_backfill_now() still works), as does junction.workers = 0.",
+								&junction_backfill_workers, 2, 0, JUNCTION_MAX_BACKFILL_WORKERS,
+								PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	}
 	DefineCustomIntVariable("junction.batch_size",
 							"Inbox rows claimed per transaction by a worker.",
 							NULL, &junction_batch_size, 500, 1, 100000,

@@ -143,16 +143,21 @@ UPDATE junction.resources SET builtin = true;
 -- Events: one row per accepted message, typed or not.
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE junction.events (
-    svix_id        text PRIMARY KEY CHECK (length(svix_id) BETWEEN 1 AND 255),
+    svix_id        text NOT NULL CHECK (length(svix_id) BETWEEN 1 AND 255),
     inbox_id       bigint NOT NULL,
     event_type     text NOT NULL CHECK (length(event_type) BETWEEN 1 AND 255),
-    user_id        uuid,
+    user_id        uuid NOT NULL,
     client_user_id text CHECK (length(client_user_id) <= 1024),
     team_id        uuid,
     provider       text CHECK (length(provider) <= 255),
     resource       text CHECK (length(resource) <= 255),
     received_at    timestamptz NOT NULL,
-    payload        jsonb NOT NULL
+    payload        jsonb NOT NULL,
+    -- Keyed by user first, as every per-user table (a distributed table's keys must hold its
+    -- distribution column). A redelivery carries the same body, hence the same user and the same
+    -- key: it stays a no-op. Every event names a user (else it is quarantined); events stored by
+    -- 0.2.0 without one were given the nil uuid by the upgrade.
+    CONSTRAINT events_pkey PRIMARY KEY (user_id, svix_id)
 );
 COMMENT ON TABLE junction.events IS
   'one row per accepted webhook message (svix_id); every event type, typed or not (lab, Sense, future ones)';

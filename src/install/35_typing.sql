@@ -259,7 +259,10 @@ COMMENT ON FUNCTION junction._subxact_room() IS
 -- received wins) and in key order. One SQL statement, inlined into the INSERTs below. Inlining
 -- needs a function without SET clauses, so every name here is qualified (operators and casts
 -- included): parsed in a hostile caller's search_path, it still resolves only in pg_catalog.
-CREATE FUNCTION junction._sample_rows(items junction.typing_item[])
+-- kinds maps each resource of items to its junction.resources.value_kind: the caller reads the
+-- registry, so that this function references no table and stays inlinable into the INSERT (Citus
+-- plans no SQL function that reads a table inside a statement on a distributed one).
+CREATE FUNCTION junction._sample_rows(items junction.typing_item[], kinds jsonb)
 RETURNS SETOF junction.samples
 LANGUAGE sql STABLE
 AS $fn$
@@ -272,9 +275,7 @@ AS $fn$
                e.timezone_offset, e.local_time, e.extra
         FROM (
             SELECT i.received_seq, i.user_id, i.resource, i.obj,
-                   -- a lookup, not a join: a hash join would copy each (large) item into its table
-                   (SELECT r.value_kind FROM junction.resources AS r
-                     WHERE r.name OPERATOR(pg_catalog.=) i.resource) AS value_kind,
+                   kinds OPERATOR(pg_catalog.->>) i.resource AS value_kind,
                    src.provider, src.source_type, src.workout_id, src.source_extra,
                    -- floating time (README, "Floating time"): the offset suffix is meaningless for
                    -- these two (Junction's list; freestyle_libre_ble is SDK-based, with a real zone)
@@ -304,7 +305,7 @@ AS $fn$
     ORDER BY s.user_id, s.time, s.resource, s.provider, s.source_type, s.type, s.workout_id,
              s.received_seq DESC, s.ord DESC
 $fn$;
-COMMENT ON FUNCTION junction._sample_rows(junction.typing_item[]) IS
+COMMENT ON FUNCTION junction._sample_rows(junction.typing_item[], jsonb) IS
   'the junction.samples rows of timeseries groups ({source, data[]}), deduped on the key, latest received first';
 
 -- conflicts = false is for a caller that knows none of these sample keys exists yet (an empty
@@ -320,6 +321,7 @@ DECLARE
     bad   text;
     n     bigint;
     hours junction.daily_hour[];
+    kinds jsonb;
 BEGIN
     SELECT coalesce(quote_literal(i.resource), 'NULL') INTO bad
     FROM unnest(items) AS i
@@ -329,18 +331,21 @@ BEGIN
     IF FOUND THEN
         RAISE EXCEPTION 'not a timeseries resource: %', bad USING ERRCODE = '22023';
     END IF;
+    SELECT jsonb_object_agg(r.name, r.value_kind) INTO kinds
+    FROM junction.resources AS r
+    WHERE r.name IN (SELECT DISTINCT i.resource FROM unnest(items) AS i);
 
     IF NOT junction._daily_enabled() THEN
         IF conflicts THEN
             INSERT INTO junction.samples AS t
-            SELECT * FROM junction._sample_rows(items)
+            SELECT * FROM junction._sample_rows(items, kinds)
             ON CONFLICT (user_id, resource, time, provider, source_type, type, workout_id) DO UPDATE
             SET time_end = excluded.time_end, value = excluded.value, unit = excluded.unit,
                 timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
                 floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
             WHERE excluded.received_seq > t.received_seq;
         ELSE
-            INSERT INTO junction.samples SELECT * FROM junction._sample_rows(items);
+            INSERT INTO junction.samples SELECT * FROM junction._sample_rows(items, kinds);
         END IF;
         GET DIAGNOSTICS n = ROW_COUNT;
         RETURN n;
@@ -351,7 +356,7 @@ BEGIN
     IF conflicts THEN
         WITH w AS (
             INSERT INTO junction.samples AS t
-            SELECT * FROM junction._sample_rows(items)
+            SELECT * FROM junction._sample_rows(items, kinds)
             ON CONFLICT (user_id, resource, time, provider, source_type, type, workout_id) DO UPDATE
             SET time_end = excluded.time_end, value = excluded.value, unit = excluded.unit,
                 timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
@@ -368,7 +373,7 @@ BEGIN
     ELSE
         WITH w AS (
             INSERT INTO junction.samples AS t
-            SELECT * FROM junction._sample_rows(items)
+            SELECT * FROM junction._sample_rows(items, kinds)
             RETURNING t.user_id, t.resource, t.time
         )
         SELECT sum(h.n), array_agg(ROW(h.user_id, h.resource, h.hour)::junction.daily_hour)
@@ -399,7 +404,7 @@ DECLARE
 BEGIN
     INSERT INTO junction.workout_streams AS t
         (user_id, workout_id, provider, source_type, provider_id, sport_id, sport_name, sport_slug,
-         notification, received_seq, fetch_status)
+         notification, received_seq, fetch_status, updated_at)
     SELECT DISTINCT ON (i.user_id, (i.obj ->> 'workout_id')::uuid)
            i.user_id, (i.obj ->> 'workout_id')::uuid,
            junction._provider(i.obj),
@@ -409,7 +414,8 @@ BEGIN
            -- .unavailable: Junction says the stream does not exist; the loader leaves it alone
            -- until a later .created/.updated re-opens it
            CASE WHEN i.event_type = 'daily.data.workout_stream.unavailable' THEN 'unavailable'
-                ELSE 'pending' END
+                ELSE 'pending' END,
+           now()
     FROM unnest(items) AS i
     ORDER BY i.user_id, (i.obj ->> 'workout_id')::uuid, i.received_seq DESC
     ON CONFLICT (user_id, workout_id) DO UPDATE
@@ -417,7 +423,7 @@ BEGIN
         provider_id = excluded.provider_id, sport_id = excluded.sport_id,
         sport_name = excluded.sport_name, sport_slug = excluded.sport_slug,
         notification = excluded.notification, received_seq = excluded.received_seq,
-        fetch_status = excluded.fetch_status, fetch_error = NULL, attempts = 0, updated_at = now()
+        fetch_status = excluded.fetch_status, fetch_error = NULL, attempts = 0, updated_at = excluded.updated_at
     WHERE excluded.received_seq > t.received_seq;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -524,7 +530,7 @@ BEGIN
     ON CONFLICT (user_id, provider, resource) DO UPDATE
     SET start_date = excluded.start_date, end_date = excluded.end_date,
         completed_at = excluded.completed_at, fetch_status = 'pending', fetch_error = NULL,
-        rows_loaded = NULL, attempts = 0, updated_at = now(),
+        rows_loaded = NULL, attempts = 0, updated_at = excluded.updated_at,
         received_seq = excluded.received_seq, data = excluded.data,
         cursor = NULL, pages_done = 0, fast = NULL, claimed_by = NULL
     WHERE excluded.received_seq > t.received_seq;
@@ -731,7 +737,7 @@ BEGIN
         SELECT c.svix_id, c.inbox_id, c.event_type, c.user_id, c.client_user_id, c.team_id,
                c.provider, c.resource, c.received_at, c.payload
         FROM classified AS c
-        ON CONFLICT (svix_id) DO NOTHING
+        ON CONFLICT (user_id, svix_id) DO NOTHING
         RETURNING ev.svix_id
     )
     SELECT count(*),

@@ -254,8 +254,15 @@ SET search_path = pg_catalog, pg_temp
 SET timezone = 'UTC'
 AS $fn$
 DECLARE
-    n bigint;
+    n    bigint;
+    crit uuid[];
 BEGIN
+    -- the orders a critical result already names (read first: Citus plans no correlated subquery
+    -- on a distributed table beside a set-returning function)
+    crit := ARRAY(SELECT c.order_id
+                  FROM unnest(items) AS i
+                  JOIN junction.lab_critical_results AS c
+                    ON c.user_id = i.user_id AND c.order_id = (i.obj ->> 'id')::uuid);
     INSERT INTO junction.lab_orders AS t
         (user_id, id, team_id, status, low_level_status, events, lab_test_id, lab_test_slug,
          lab_test_name, lab_test_method, lab_slug, sample_id, priority, billing_type, interpretation,
@@ -270,8 +277,7 @@ BEGIN
            (w.obj ->> 'worst_case_result_by_date')::date, w.obj #>> '{patient_details,gender}',
            ((w.obj #>> '{patient_details,dob}')::timestamptz AT TIME ZONE 'UTC')::date,
            (w.obj ->> 'created_at')::timestamptz, w.updated_at,
-           EXISTS (SELECT FROM junction.lab_critical_results AS c
-                   WHERE c.user_id = w.user_id AND c.order_id = w.id),
+           w.id = ANY (crit),
            CASE WHEN junction._lab_results_due(w.obj ->> 'status', (junction._lab_latest_event(w.obj -> 'events')).status)
                 THEN 'pending' END,
            w.obj, w.received_seq
@@ -729,11 +735,13 @@ AS $$
 DECLARE
     max_attempts constant integer := 3;
     status       text;
+    failed_at    constant timestamptz := clock_timestamp();
 BEGIN
     UPDATE junction.lab_orders AS o
     SET result_fetch_status = CASE WHEN o.result_attempts < max_attempts THEN 'pending' ELSE 'failed' END,
-        result_next_attempt_at = CASE WHEN o.result_attempts < max_attempts
-                                      THEN clock_timestamp() + interval '30 seconds' * power(4, o.result_attempts - 1) END,
+        -- the time outside the CASE (Citus: no non-IMMUTABLE function inside one); + null is null
+        result_next_attempt_at = failed_at + CASE WHEN o.result_attempts < max_attempts
+                                                  THEN interval '30 seconds' * power(4, o.result_attempts - 1) END,
         result_fetch_error = left(coalesce(error, 'unknown error'), 2000),
         result_sqlstate = _lab_result_failed.sqlstate
     WHERE o.user_id = _lab_result_failed.user_id AND o.id = _lab_result_failed.order_id

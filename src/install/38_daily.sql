@@ -335,11 +335,11 @@ BEGIN
     SELECT a.user_id, a.calendar_date, v.metric, %1$L::text AS resource, %2$L::text AS kind,
            v.rank, a.provider COLLATE "default", a.source_type COLLATE "default", v.value
     FROM (SELECT d.user_id, d.calendar_date, t.provider COLLATE "C" AS provider,
-                 t.source_type COLLATE "C" AS source_type, max(d.metrics) AS metrics, %3$s
+                 t.source_type COLLATE "C" AS source_type, d.metrics, %3$s
           FROM (SELECT k.user_id, k.calendar_date, array_agg(k.metric) AS metrics
                 FROM k WHERE k.metric IN (%4$s) GROUP BY k.user_id, k.calendar_date) AS d
           JOIN %5$s AS t ON %6$s
-          GROUP BY d.user_id, d.calendar_date, t.provider COLLATE "C", t.source_type COLLATE "C") AS a
+          GROUP BY d.user_id, d.calendar_date, d.metrics, t.provider COLLATE "C", t.source_type COLLATE "C") AS a
     CROSS JOIN LATERAL (VALUES %7$s) AS v(metric, rank, value)
     WHERE v.metric = ANY (a.metrics)$q$,
                x.resource, x.kind, x.aggs, x.metrics, x.tbl, x.cond, x.vals),
@@ -479,6 +479,7 @@ AS $fn$
 DECLARE
     gone  junction.daily_key[];
     fresh junction.daily_key[];
+    picks text[] := ARRAY(SELECT m.resource FROM junction.daily_metrics AS m WHERE m.aggregate = 'pick');
 BEGIN
     IF hours IS NULL OR cardinality(hours) = 0 THEN
         RETURN NULL;
@@ -489,28 +490,23 @@ BEGIN
         INSERT INTO junction.daily_parts AS p
             (user_id, resource, hour, calendar_date, provider, source_type, n, sum, min, max, last_value)
         SELECT g.user_id, g.resource, g.hour, g.calendar_date, g.provider, g.source_type, g.n, g.sum, g.min, g.max,
-               -- the last value, only for the resources a metric picks it from
-               CASE WHEN g.resource IN (SELECT m.resource FROM junction.daily_metrics AS m WHERE m.aggregate = 'pick') THEN
-                 (SELECT l.value FROM junction.samples AS l
-                  WHERE l.user_id = g.user_id AND l.resource = g.resource
-                    AND l.time >= g.hour AND l.time < g.hour + interval '1 hour'
-                    AND l.provider = g.provider AND l.source_type = g.source_type AND l.value IS NOT NULL
-                    AND coalesce(l.local_time, l.time AT TIME ZONE 'UTC')::date = g.calendar_date
-                  ORDER BY l.time DESC, l.type DESC, l.workout_id DESC LIMIT 1)
-               END
+               g.last_value
         FROM (SELECT h.user_id, h.resource COLLATE "C" AS resource, h.hour, s.calendar_date,
                      s.provider COLLATE "C" AS provider, s.source_type COLLATE "C" AS source_type,
-                     count(*) AS n, sum(s.value) AS sum, min(s.value) AS min, max(s.value) AS max
+                     count(*) AS n, sum(s.value) AS sum, min(s.value) AS min, max(s.value) AS max,
+                     -- the last value, only for the resources a metric picks it from
+                     (array_agg(s.value ORDER BY s.time DESC, s.type DESC, s.workout_id DESC)
+                        FILTER (WHERE h.resource = ANY (picks)))[1] AS last_value
               FROM (SELECT DISTINCT h.user_id, h.resource, h.hour FROM unnest(hours) AS h) AS h
-              -- LATERAL: one range scan of junction.samples' key per hour, however the batch is estimated
+              -- one range scan of junction.samples' key per hour
               CROSS JOIN LATERAL (
                   SELECT coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date AS calendar_date,
-                         s.provider, s.source_type, s.value
+                         s.provider, s.source_type, s.value, s.time, s.type, s.workout_id
                   FROM junction.samples AS s
                   WHERE s.user_id = h.user_id AND s.resource = h.resource
                     AND s.time >= h.hour AND s.time < h.hour + interval '1 hour'
                     AND s.value IS NOT NULL
-                  OFFSET 0) AS s
+                  ) AS s
               -- "C": grouping sorts by byte, not by the database's collation
               GROUP BY h.user_id, h.resource COLLATE "C", h.hour, s.calendar_date, s.provider COLLATE "C",
                        s.source_type COLLATE "C") AS g

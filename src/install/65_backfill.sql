@@ -22,48 +22,60 @@ COMMENT ON TYPE junction.backfill_job IS 'one claimed backfill: a range of one r
 -- Claim at most one due job: mark it running for this backend and count the attempt. Fair across
 -- users: the user with the fewest jobs running goes first, then the one whose last job started
 -- longest ago (never: first), then the job due first. Nothing is claimed while no API key is
--- configured (the jobs would only fail).
+-- configured (the jobs would only fail). The candidates are read first, without a lock; each is
+-- then locked by its key (SKIP LOCKED: another worker's claim is passed over, not waited for) and
+-- claimed if it is still due. Every locking statement names one user, so on Citus each is routed
+-- to the one shard that holds the job.
 CREATE FUNCTION junction._backfill_claim()
 RETURNS SETOF junction.backfill_job
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    c  record;
+    -- a value, not a call, in the claiming UPDATEs: Citus runs no VOLATILE function in an UPDATE
+    -- of a distributed table
+    ts timestamptz;
 BEGIN
     IF NOT junction._api_key_configured(false) THEN
         RETURN;
     END IF;
     -- lab results first: a completed (or critical) order is waited for by a clinician
-    RETURN QUERY
-    UPDATE junction.lab_orders AS t
-    SET result_fetch_status = 'running', result_attempts = t.result_attempts + 1,
-        result_claimed_by = pg_backend_pid()
-    FROM (SELECT o.user_id, o.id
-          FROM junction.lab_orders AS o
-          WHERE o.result_fetch_status = 'pending'
-            AND (o.result_next_attempt_at IS NULL OR o.result_next_attempt_at <= clock_timestamp()
-                 OR o.result_attempts = 0)
-          ORDER BY coalesce(o.result_next_attempt_at, o.updated_at), o.user_id, o.id
-          LIMIT 1
-          FOR UPDATE SKIP LOCKED) AS c
-    WHERE t.user_id = c.user_id AND t.id = c.id
-    RETURNING 'lab_result'::text, t.user_id, NULL::text, 'lab_result'::text,
-              NULL::timestamptz, NULL::timestamptz, NULL::uuid, t.id;
-    IF FOUND THEN
+    FOR c IN
+        SELECT o.user_id, o.id
+        FROM junction.lab_orders AS o
+        WHERE o.result_fetch_status = 'pending'
+          AND (o.result_next_attempt_at IS NULL OR o.result_next_attempt_at <= clock_timestamp()
+               OR o.result_attempts = 0)
+        ORDER BY coalesce(o.result_next_attempt_at, o.updated_at), o.user_id, o.id
+        LIMIT 16
+    LOOP
+        PERFORM FROM junction.lab_orders AS o
+        WHERE o.user_id = c.user_id AND o.id = c.id AND o.result_fetch_status = 'pending'
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        RETURN QUERY
+        UPDATE junction.lab_orders AS t
+        SET result_fetch_status = 'running', result_attempts = t.result_attempts + 1,
+            result_claimed_by = pg_backend_pid()
+        WHERE t.user_id = c.user_id AND t.id = c.id
+        RETURNING 'lab_result'::text, t.user_id, NULL::text, 'lab_result'::text,
+                  NULL::timestamptz, NULL::timestamptz, NULL::uuid, t.id;
         RETURN;
-    END IF;
-    RETURN QUERY
-    WITH due AS (
-        SELECT DISTINCT b.user_id
-        FROM junction.backfills AS b
-        WHERE b.fetch_status = 'pending'
-          AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= clock_timestamp() OR b.attempts = 0)
-    ), users AS (
-        SELECT r.user_id, count(*) FILTER (WHERE r.fetch_status = 'running') AS running,
-               max(r.started_at) AS last_started
-        FROM junction.backfills AS r
-        WHERE r.user_id IN (SELECT due.user_id FROM due)
-        GROUP BY r.user_id
-    ), c AS (
+    END LOOP;
+    FOR c IN
+        WITH due AS (
+            SELECT DISTINCT b.user_id
+            FROM junction.backfills AS b
+            WHERE b.fetch_status = 'pending'
+              AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= clock_timestamp() OR b.attempts = 0)
+        ), users AS (
+            SELECT r.user_id, count(*) FILTER (WHERE r.fetch_status = 'running') AS running,
+                   max(r.started_at) AS last_started
+            FROM junction.backfills AS r
+            WHERE r.user_id IN (SELECT due.user_id FROM due)
+            GROUP BY r.user_id
+        )
         SELECT b.user_id, b.provider, b.resource
         FROM junction.backfills AS b
         JOIN users AS u ON u.user_id = b.user_id
@@ -71,35 +83,46 @@ BEGIN
           AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= clock_timestamp() OR b.attempts = 0)
         ORDER BY u.running, u.last_started NULLS FIRST, coalesce(b.next_attempt_at, b.completed_at),
                  b.user_id, b.provider, b.resource
-        LIMIT 1
-        FOR UPDATE OF b SKIP LOCKED
-    )
-    UPDATE junction.backfills AS t
-    SET fetch_status = 'running', attempts = t.attempts + 1, updated_at = now(),
-        started_at = clock_timestamp(), claimed_by = pg_backend_pid(), run_rows = 0
-    FROM c
-    WHERE t.user_id = c.user_id AND t.provider = c.provider AND t.resource = c.resource
-    RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid, NULL::uuid;
-    IF FOUND THEN
+        LIMIT 16
+    LOOP
+        PERFORM FROM junction.backfills AS b
+        WHERE b.user_id = c.user_id AND b.provider = c.provider AND b.resource = c.resource
+          AND b.fetch_status = 'pending'
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        ts := clock_timestamp();
+        RETURN QUERY
+        UPDATE junction.backfills AS t
+        SET fetch_status = 'running', attempts = t.attempts + 1, updated_at = now(),
+            started_at = ts, claimed_by = pg_backend_pid(), run_rows = 0
+        WHERE t.user_id = c.user_id AND t.provider = c.provider AND t.resource = c.resource
+        RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid, NULL::uuid;
         RETURN;
-    END IF;
-    RETURN QUERY
-    UPDATE junction.workout_streams AS t
-    SET fetch_status = 'running', attempts = t.attempts + 1, updated_at = now(), claimed_by = pg_backend_pid()
-    FROM (SELECT w.user_id, w.workout_id
-          FROM junction.workout_streams AS w
-          WHERE w.fetch_status = 'pending'
-            AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= clock_timestamp() OR w.attempts = 0)
-          ORDER BY coalesce(w.next_attempt_at, w.updated_at), w.user_id, w.workout_id
-          LIMIT 1
-          FOR UPDATE SKIP LOCKED) AS c
-    WHERE t.user_id = c.user_id AND t.workout_id = c.workout_id
-    RETURNING 'workout_stream'::text, t.user_id, t.provider, 'workout_stream'::text,
-              NULL::timestamptz, NULL::timestamptz, t.workout_id, NULL::uuid;
+    END LOOP;
+    FOR c IN
+        SELECT w.user_id, w.workout_id
+        FROM junction.workout_streams AS w
+        WHERE w.fetch_status = 'pending'
+          AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= clock_timestamp() OR w.attempts = 0)
+        ORDER BY coalesce(w.next_attempt_at, w.updated_at), w.user_id, w.workout_id
+        LIMIT 16
+    LOOP
+        PERFORM FROM junction.workout_streams AS w
+        WHERE w.user_id = c.user_id AND w.workout_id = c.workout_id AND w.fetch_status = 'pending'
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        RETURN QUERY
+        UPDATE junction.workout_streams AS t
+        SET fetch_status = 'running', attempts = t.attempts + 1, updated_at = now(), claimed_by = pg_backend_pid()
+        WHERE t.user_id = c.user_id AND t.workout_id = c.workout_id
+        RETURNING 'workout_stream'::text, t.user_id, t.provider, 'workout_stream'::text,
+                  NULL::timestamptz, NULL::timestamptz, t.workout_id, NULL::uuid;
+        RETURN;
+    END LOOP;
 END
 $$;
 COMMENT ON FUNCTION junction._backfill_claim() IS
-  'claim one due backfill job (FOR UPDATE SKIP LOCKED; fewest running jobs per user first, then the user served longest ago), mark it running for this backend, count the attempt; none while no API key is configured';
+  'claim one due backfill job (candidates read unlocked, then each locked by key with SKIP LOCKED; fewest running jobs per user first, then the user served longest ago), mark it running for this backend, count the attempt; none while no API key is configured';
 
 -- One step of a claimed job, in the caller's transaction: the next page of a timeseries range
 -- (from the job's cursor), or the whole of any other job (a summary range, the workouts of a
@@ -121,6 +144,7 @@ DECLARE
     nc     text;
     use_fast boolean;
     n      bigint := 0;
+    page_at timestamptz;
 BEGIN
     IF kind = 'range' THEN
         SELECT * INTO b FROM junction.backfills AS x
@@ -166,10 +190,11 @@ BEGIN
             -- one request (a summary range; the workouts whose streams are queued, one job each)
             n := junction._sync_resource(user_id, resource, start_date, end_date, provider, false);
         END IF;
+        page_at := clock_timestamp();
         UPDATE junction.backfills AS x
         SET cursor = nc, pages_done = x.pages_done + 1, rows_loaded = coalesce(x.rows_loaded, 0) + n,
             run_rows = x.run_rows + n,
-            fast = use_fast, last_page_at = clock_timestamp(), attempts = 1,
+            fast = use_fast, last_page_at = page_at, attempts = 1,
             fetch_status = CASE WHEN nc IS NULL THEN 'done' ELSE 'running' END,
             fetch_error = NULL, sqlstate = NULL, next_attempt_at = NULL, updated_at = now()
         WHERE x.user_id = b.user_id AND x.provider = b.provider AND x.resource = b.resource;
@@ -266,12 +291,14 @@ AS $$
 DECLARE
     max_attempts constant integer := 3;
     status       text;
+    failed_at    constant timestamptz := clock_timestamp();
 BEGIN
     IF kind = 'range' THEN
         UPDATE junction.backfills AS b
         SET fetch_status = CASE WHEN b.attempts < max_attempts THEN 'pending' ELSE 'failed' END,
-            next_attempt_at = CASE WHEN b.attempts < max_attempts
-                                   THEN clock_timestamp() + interval '30 seconds' * power(4, b.attempts - 1) END,
+            -- the time outside the CASE (Citus: no non-IMMUTABLE function inside one); + null is null
+            next_attempt_at = failed_at + CASE WHEN b.attempts < max_attempts
+                                               THEN interval '30 seconds' * power(4, b.attempts - 1) END,
             fetch_error = left(coalesce(error, 'unknown error'), 2000),
             sqlstate = _backfill_failed.sqlstate, updated_at = now()
         WHERE b.user_id = _backfill_failed.user_id AND b.provider = _backfill_failed.provider
@@ -280,8 +307,9 @@ BEGIN
     ELSIF kind = 'workout_stream' THEN
         UPDATE junction.workout_streams AS s
         SET fetch_status = CASE WHEN s.attempts < max_attempts THEN 'pending' ELSE 'failed' END,
-            next_attempt_at = CASE WHEN s.attempts < max_attempts
-                                   THEN clock_timestamp() + interval '30 seconds' * power(4, s.attempts - 1) END,
+            -- the time outside the CASE (Citus: no non-IMMUTABLE function inside one); + null is null
+            next_attempt_at = failed_at + CASE WHEN s.attempts < max_attempts
+                                               THEN interval '30 seconds' * power(4, s.attempts - 1) END,
             fetch_error = left(coalesce(error, 'unknown error'), 2000),
             sqlstate = _backfill_failed.sqlstate, updated_at = now()
         WHERE s.user_id = _backfill_failed.user_id AND s.workout_id = _backfill_failed.workout_id
