@@ -401,11 +401,16 @@ SELECT * FROM pg_temp.days(:'fay');
 -- junction.daily too: after a sync the stored days equal a rebuild's.
 SELECT junction_user_create('daily-sync') ->> 'user_id' AS syncu \gset
 SELECT sum(rows_loaded) > 0 AS loaded
-FROM junction_sync(:'syncu', '{activity,sleep,steps}', '2025-06-02', '2025-06-03 23:59:59');
+FROM junction_sync(:'syncu', '{activity,sleep,steps,blood_pressure,cholesterol,ige,stand_hour,workout_duration}',
+                   '2025-06-02', '2025-06-03 23:59:59');
 CREATE TEMP TABLE daily_after_sync AS
 SELECT calendar_date, metric, value, provider, source_type, resource, candidates
 FROM junction.daily WHERE user_id = :'syncu';
 SELECT count(*) > 0 AS days, count(DISTINCT metric) > 5 AS metrics FROM daily_after_sync;
+-- the mock's resources of several parts: each of their metrics has its days
+SELECT metric, count(*) > 0 AS days FROM daily_after_sync
+WHERE resource IN ('blood_pressure', 'cholesterol', 'ige', 'stand_hour', 'workout_duration')
+GROUP BY 1 ORDER BY 1;
 SELECT junction_rebuild_daily(:'syncu') > 0 AS rebuilt;
 SELECT count(*) AS differences FROM (
   (SELECT * FROM daily_after_sync EXCEPT ALL
