@@ -148,6 +148,19 @@ SELECT junction_api('POST', '/_mock/faults', NULL, '{"path_prefix": "/v2/team/so
          "responses": [{"status": 200, "body": {"priorities": []}}]}') IS NOT NULL AS fault_set;
 SELECT expect_error('SELECT junction_sync_source_priorities()');
 SELECT count(*) > 0 AS kept FROM junction.source_priorities WHERE origin = 'junction';
+-- The specification leaves the objects' fields open (an array of objects, additionalProperties);
+-- whatever names the provider is read (a string, an object's slug, source.provider or
+-- source.slug, slug), a source type when given, a priority (else the position in the list).
+SELECT junction_api('POST', '/_mock/faults', NULL, '{"path_prefix": "/v2/team/source/priorities", "responses": [
+         {"status": 200, "body": [{"provider": "garmin", "priority": 2}, {"provider": "oura", "priority": 1}]},
+         {"status": 200, "body": [{"source": {"provider": "withings"}, "source_type": "scale"}, {"slug": "omron"}]},
+         {"status": 200, "body": [{"source": {"slug": "oura", "name": "Oura"}}, "not an object", {"id": 7}]},
+         {"status": 200, "body": []},
+         {"status": 200, "body": [{"provider": {"slug": "polar", "name": "Polar"}, "priority": 3},
+                                  {"provider": "polar", "priority": 9}]}]}') IS NOT NULL AS fault_set;
+SELECT junction_sync_source_priorities() AS stored;
+SELECT resource, provider, source_type, priority FROM junction.source_priorities ORDER BY 1, 4, 2;
+SELECT junction_sync_source_priorities() > 0 AS synced_again;
 
 -- 4. A late correction: the activity summary of a day arrives, then its correction (newer
 --    updated_at), then the first version again (a Svix retry): the day follows the newest version.
@@ -251,9 +264,85 @@ SELECT pg_temp.send(jsonb_build_array(
     'source', jsonb_build_object('provider', 'withings', 'type', 'scale'), 'updated_at', '2026-11-05T21:00:00+00:00')))) AS handled;
 COMMIT;
 SELECT metric, value, unit, provider, candidates FROM pg_temp.days(:'eve', '{workout_count,workout_duration,weight,body_fat}');
+
+-- 7. Vitals, labs and typed timeseries. Blood pressure: two numbers per sample (systolic and
+--    diastolic, the day's means), a cuff before a reading typed into an app; a reading corrected
+--    later moves both. Cholesterol: the sample's type says which lipid. IgE and IgG: per
+--    allergen; the day's highest. Stand hours: the stood ones only. Workout duration samples
+--    (minutes) sum to seconds, as the workouts summary's.
+\set gus '0190b2a0-0000-7000-8000-0000000da007'
+CREATE FUNCTION pg_temp.grpx(provider text, source_type text, samples jsonb) RETURNS jsonb
+LANGUAGE sql AS $$
+  SELECT jsonb_build_object('source', jsonb_build_object('provider', provider, 'type', source_type), 'data', samples)
+$$;
+BEGIN;
+SELECT pg_temp.send(jsonb_build_array(
+  jsonb_build_array('daily.data.blood_pressure.created', :'gus', pg_temp.grpx('withings', 'cuff',
+    '[{"timestamp": "2026-11-07T07:00:00+00:00", "systolic": 120, "diastolic": 80, "unit": "mmHg", "timezone_offset": 3600},
+      {"timestamp": "2026-11-07T19:00:00+00:00", "systolic": 130, "diastolic": 84, "unit": "mmHg", "timezone_offset": 3600}]')),
+  jsonb_build_array('daily.data.blood_pressure.created', :'gus', pg_temp.grpx('apple_health_kit', 'app',
+    '[{"timestamp": "2026-11-07T12:00:00+00:00", "systolic": 150, "diastolic": 95, "unit": "mmHg", "timezone_offset": 3600},
+      {"timestamp": "2026-11-08T12:00:00+00:00", "systolic": 118, "unit": "mmHg", "timezone_offset": 3600}]')),
+  jsonb_build_array('daily.data.cholesterol.created', :'gus', pg_temp.grpx('apple_health_kit', 'lab',
+    '[{"timestamp": "2026-11-07T09:00:00+00:00", "type": "total", "value": 5.2, "unit": "mmol/L", "timezone_offset": 3600},
+      {"timestamp": "2026-11-07T09:00:00+00:00", "type": "ldl", "value": 3.1, "unit": "mmol/L", "timezone_offset": 3600},
+      {"timestamp": "2026-11-07T09:30:00+00:00", "type": "ldl", "value": 3.3, "unit": "mmol/L", "timezone_offset": 3600},
+      {"timestamp": "2026-11-07T09:00:00+00:00", "type": "hdl", "value": 1.4, "unit": "mmol/L", "timezone_offset": 3600},
+      {"timestamp": "2026-11-07T09:00:00+00:00", "type": "triglycerides", "value": 1.5, "unit": "mmol/L", "timezone_offset": 3600}]')),
+  jsonb_build_array('daily.data.ige.created', :'gus', pg_temp.grpx('apple_health_kit', 'lab',
+    '[{"timestamp": "2026-11-07T09:00:00+00:00", "type": "peanut", "value": 2.5, "unit": "FSU", "timezone_offset": 3600},
+      {"timestamp": "2026-11-07T09:00:00+00:00", "type": "egg_white", "value": 0.4, "unit": "FSU", "timezone_offset": 3600}]')),
+  jsonb_build_array('daily.data.igg.created', :'gus', pg_temp.grpx('apple_health_kit', 'lab',
+    '[{"timestamp": "2026-11-07T09:00:00+00:00", "type": "peanut", "value": 1.0, "unit": "FSU", "timezone_offset": 3600}]')),
+  jsonb_build_array('daily.data.stand_hour.created', :'gus', pg_temp.grpx('apple_health_kit', 'watch',
+    (SELECT jsonb_agg(jsonb_build_object('start', to_char(t, 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
+                                         'timestamp', to_char(t, 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
+                                         'end', to_char(t + interval '1 hour', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
+                                         'type', CASE WHEN h IN (2, 4) THEN 'idle' ELSE 'stood' END,
+                                         'value', 1, 'unit', 'count', 'timezone_offset', 3600))
+     FROM generate_series(1, 5) AS h, LATERAL (SELECT '2026-11-07 08:00'::timestamp + make_interval(hours => h) AS t) AS x))),
+  jsonb_build_array('daily.data.workout_duration.created', :'gus', pg_temp.grpx('garmin', 'watch',
+    '[{"start": "2026-11-07T06:00:00+00:00", "timestamp": "2026-11-07T06:00:00+00:00", "end": "2026-11-07T06:45:00+00:00",
+       "value": 45, "unit": "min", "intensity": "high", "timezone_offset": 3600},
+      {"start": "2026-11-07T17:00:00+00:00", "timestamp": "2026-11-07T17:00:00+00:00", "end": "2026-11-07T17:15:00+00:00",
+       "value": 15, "unit": "min", "intensity": "low", "timezone_offset": 3600}]')))) AS handled;
+COMMIT;
+SELECT * FROM pg_temp.days(:'gus');
+-- the evening reading corrected (the same sample, resent with other numbers): both means move
+BEGIN;
+SELECT pg_temp.send(jsonb_build_array(
+  jsonb_build_array('daily.data.blood_pressure.updated', :'gus', pg_temp.grpx('withings', 'cuff',
+    '[{"timestamp": "2026-11-07T19:00:00+00:00", "systolic": 140, "diastolic": 90, "unit": "mmHg", "timezone_offset": 3600}]')))) AS handled;
+COMMIT;
+SELECT metric, value, provider, candidates FROM pg_temp.days(:'gus', '{blood_pressure_systolic,blood_pressure_diastolic}');
+-- (a sample has no version: the latest received wins, Junction's rule, so the replays below, which
+-- reorder deliveries, leave this correction out)
+DELETE FROM daily_sent WHERE body LIKE '%daily.data.blood_pressure.updated%';
+-- the hours behind them: one row per part of each sample's number
+SELECT resource, part, provider, source_type, n, sum FROM junction.daily_parts
+WHERE user_id = :'gus' AND resource IN ('blood_pressure', 'cholesterol') ORDER BY 1, 2, 3, hour;
+
 -- one row per user and day, one column per metric
 SELECT calendar_date, steps, sleep_total, sleep_score, weight, body_fat, workout_count, glucose_average
 FROM junction.daily_wide WHERE user_id IN (:'ben', :'eve') ORDER BY user_id, calendar_date;
+SELECT calendar_date, blood_pressure_systolic, blood_pressure_diastolic, cholesterol_ldl, triglycerides, ige_max,
+       stand_hour, workout_duration
+FROM junction.daily_wide WHERE user_id = :'gus' ORDER BY calendar_date;
+-- every metric of the registry has its column, and every column its metric
+SELECT count(DISTINCT m.metric) AS metrics,
+       (SELECT count(*) FROM pg_attribute AS a WHERE a.attrelid = 'junction.daily_wide'::regclass AND a.attnum > 0
+          AND a.attname NOT IN ('user_id', 'calendar_date', 'updated_at')) AS metric_columns
+FROM junction.daily_metrics AS m;
+SELECT coalesce(m.metric, a.attname::text) AS missing, m.metric IS NULL AS column_without_metric
+FROM (SELECT DISTINCT metric FROM junction.daily_metrics) AS m
+FULL JOIN (SELECT a.attname FROM pg_attribute AS a WHERE a.attrelid = 'junction.daily_wide'::regclass
+             AND a.attnum > 0 AND a.attname NOT IN ('user_id', 'calendar_date', 'updated_at')) AS a
+  ON a.attname = m.metric
+WHERE m.metric IS NULL OR a.attname IS NULL;
+-- the timeseries left out: text (note) and a waveform (electrocardiogram_voltage)
+SELECT r.name FROM junction.resources AS r
+WHERE r.kind = 'timeseries' AND NOT EXISTS (SELECT FROM junction.daily_metrics AS m WHERE m.resource = r.name)
+ORDER BY 1;
 
 -- junction.daily = off: the upserts leave junction.daily alone; a rebuild catches up.
 SET junction.daily = off;
@@ -312,11 +401,16 @@ SELECT * FROM pg_temp.days(:'fay');
 -- junction.daily too: after a sync the stored days equal a rebuild's.
 SELECT junction_user_create('daily-sync') ->> 'user_id' AS syncu \gset
 SELECT sum(rows_loaded) > 0 AS loaded
-FROM junction_sync(:'syncu', '{activity,sleep,steps}', '2025-06-02', '2025-06-03 23:59:59');
+FROM junction_sync(:'syncu', '{activity,sleep,steps,blood_pressure,cholesterol,ige,stand_hour,workout_duration}',
+                   '2025-06-02', '2025-06-03 23:59:59');
 CREATE TEMP TABLE daily_after_sync AS
 SELECT calendar_date, metric, value, provider, source_type, resource, candidates
 FROM junction.daily WHERE user_id = :'syncu';
 SELECT count(*) > 0 AS days, count(DISTINCT metric) > 5 AS metrics FROM daily_after_sync;
+-- the mock's resources of several parts: each of their metrics has its days
+SELECT metric, count(*) > 0 AS days FROM daily_after_sync
+WHERE resource IN ('blood_pressure', 'cholesterol', 'ige', 'stand_hour', 'workout_duration')
+GROUP BY 1 ORDER BY 1;
 SELECT junction_rebuild_daily(:'syncu') > 0 AS rebuilt;
 SELECT count(*) AS differences FROM (
   (SELECT * FROM daily_after_sync EXCEPT ALL

@@ -4,8 +4,9 @@
 --   C functions that run no SQL (their names are resolved at CREATE time, not at call time), and
 --   junction._sample_rows and junction._provider, inlined into their callers (so they can have no
 --   SET clause): every name in them is schema-qualified, operators and casts included
---   (test/fault_privilege.sh plants them); likewise junction.default_source_rank and
---   junction._aggregator_providers, inlined into junction.daily's recomputation.
+--   (test/fault_privilege.sh plants them); likewise junction.default_source_rank,
+--   junction._aggregator_providers and junction._daily_part_value, inlined into junction.daily's
+--   recomputation.
 SELECT p.oid::regprocedure AS function, l.lanname
 FROM pg_proc p
 JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'

@@ -1249,8 +1249,10 @@ def introspect_page(m, req, build):
 
 # GET /v2/team/source/priorities: Junction's OpenAPI specification types the answer as an array
 # of free-form objects and the query's data_type as PriorityResource (workouts, activity, sleep,
-# body, timeseries; absent = all). Each object here names its data_type, its priority (1 first)
-# and the provider in the shape every summary carries (source: ClientFacingProvider).
+# body, timeseries; absent = all). The specification names no field of the objects (items: object,
+# additionalProperties: true; checked against tryVital/vital-fern-api fern/openapi/openapi.json,
+# API 0.3.527), so the fields here are our choice: each object names its data_type, its priority
+# (1 first) and the provider in the shape every summary carries (source: ClientFacingProvider).
 PRIORITY_RESOURCES = ("workouts", "activity", "sleep", "body", "timeseries")
 
 

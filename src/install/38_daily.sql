@@ -40,17 +40,22 @@ CREATE TABLE junction.daily_metrics (
     unit      text,
     rank      integer NOT NULL DEFAULT 1,
     builtin   boolean NOT NULL DEFAULT false,
+    part      text NOT NULL DEFAULT ''
+              CONSTRAINT daily_metrics_part_check CHECK (part ~ '^(type=[^\n]{0,255}|extra\.[a-z_][a-z0-9_]{0,62})?$'),
     CONSTRAINT daily_metrics_pick_check CHECK ((aggregate = 'pick') = (order_sql IS NOT NULL)),
     CONSTRAINT daily_metrics_pkey PRIMARY KEY (metric, resource)
 );
 COMMENT ON TABLE junction.daily_metrics IS
   'the metrics of junction.daily: one row per metric and resource feeding it (superusers only: value_sql and order_sql are SQL)';
-COMMENT ON COLUMN junction.daily_metrics.value_sql IS 'summaries: SQL expression over the typed row t; timeseries: t.value (the samples'' value, combined from junction.daily_parts)';
+COMMENT ON COLUMN junction.daily_metrics.value_sql IS
+  'summaries: SQL expression over the typed row t; timeseries: SQL expression over t.value, the day''s reduced number (t.value as is, or e.g. t.value * 60 for another unit)';
 COMMENT ON COLUMN junction.daily_metrics.aggregate IS
   'how one candidate''s rows of a day become one number: sum, avg, min, max, count, or pick (the first row in order_sql)';
 COMMENT ON COLUMN junction.daily_metrics.order_sql IS 'pick: ORDER BY list over t (deterministic, ends in a key); timeseries: the latest sample, whatever it says';
 COMMENT ON COLUMN junction.daily_metrics.rank IS
   'among the resources of one metric, for the same source: lower first (a provider''s own daily summary before the sum of its samples)';
+COMMENT ON COLUMN junction.daily_metrics.part IS
+  'timeseries: which number of a sample the metric reduces: empty = its value (any type); type=<t> = the value of the samples of type t; extra.<field> = a numeric field of extra (blood_pressure''s systolic, diastolic)';
 COMMENT ON COLUMN junction.daily_metrics.builtin IS 'installed by the extension; rows you add (builtin = false) are kept by pg_dump';
 
 INSERT INTO junction.daily_metrics (metric, resource, value_sql, aggregate, order_sql, unit, rank)
@@ -111,7 +116,6 @@ FROM (VALUES
     ('mindfulness_minutes', 'mindfulness_minutes', 't.value', 'sum', NULL, 'min', 1),
     ('daylight_exposure',  'daylight_exposure',  't.value', 'sum', NULL, 'min',   1),
     ('stand_duration',     'stand_duration',     't.value', 'sum', NULL, 'min',   1),
-    ('stand_hour',         'stand_hour',         't.value', 'sum', NULL, 'count', 1),
     ('wheelchair_push',    'wheelchair_push',    't.value', 'sum', NULL, 'count', 1),
     ('insulin_injection',  'insulin_injection',  't.value', 'sum', NULL, 'unit',  1),
     ('handwashing',        'handwashing',        't.value', 'sum', NULL, 'count', 1),
@@ -133,6 +137,22 @@ FROM (VALUES
     ('forced_vital_capacity', 'forced_vital_capacity', 't.value', 'pick', NULL, 'L', 1),
     ('peak_expiratory_flow_rate', 'peak_expiratory_flow_rate', 't.value', 'pick', NULL, 'L/min', 1)
 ) AS m(metric, resource, value_sql, aggregate, order_sql, unit, rank);
+-- timeseries whose number is not simply the samples' value: blood pressure carries two (systolic
+-- and diastolic, in extra); a cholesterol sample's type says which lipid it measures; only the
+-- stood hours of stand_hour count; IgE and IgG readings are per allergen (the type), and the
+-- day's highest one is the figure (one allergen's is a metric with part 'type=<allergen>');
+-- workout_duration samples are minutes, the workouts summary's workout_duration seconds.
+INSERT INTO junction.daily_metrics (metric, resource, value_sql, aggregate, unit, rank, part) VALUES
+    ('blood_pressure_systolic',  'blood_pressure', 't.value', 'avg', 'mmHg',   1, 'extra.systolic'),
+    ('blood_pressure_diastolic', 'blood_pressure', 't.value', 'avg', 'mmHg',   1, 'extra.diastolic'),
+    ('cholesterol_total',        'cholesterol',    't.value', 'avg', 'mmol/L', 1, 'type=total'),
+    ('cholesterol_ldl',          'cholesterol',    't.value', 'avg', 'mmol/L', 1, 'type=ldl'),
+    ('cholesterol_hdl',          'cholesterol',    't.value', 'avg', 'mmol/L', 1, 'type=hdl'),
+    ('triglycerides',            'cholesterol',    't.value', 'avg', 'mmol/L', 1, 'type=triglycerides'),
+    ('ige_max',                  'ige',            't.value', 'max', 'FSU',    1, ''),
+    ('igg_max',                  'igg',            't.value', 'max', 'FSU',    1, ''),
+    ('stand_hour',               'stand_hour',     't.value', 'sum', 'count',  1, 'type=stood'),
+    ('workout_duration',         'workout_duration', 't.value * 60', 'sum', 's', 2, '');
 UPDATE junction.daily_metrics SET builtin = true;
 
 -- The consolidated values.
@@ -176,14 +196,36 @@ CREATE TABLE junction.daily_parts (
     min           double precision,
     max           double precision,
     last_value    double precision,
-    CONSTRAINT daily_parts_pkey PRIMARY KEY (user_id, resource, hour, calendar_date, provider, source_type)
+    part          text NOT NULL DEFAULT '',
+    CONSTRAINT daily_parts_pkey PRIMARY KEY (user_id, resource, hour, calendar_date, provider, source_type, part)
 ) WITH (fillfactor = 70);
 COMMENT ON TABLE junction.daily_parts IS
   'junction.daily''s timeseries candidates by hour (count, sum, min, max and last of the samples with a value), recomputed from junction.samples';
 COMMENT ON COLUMN junction.daily_parts.hour IS 'the UTC hour of the samples'' time';
 COMMENT ON COLUMN junction.daily_parts.calendar_date IS 'their local day (local_time, else the UTC day)';
+COMMENT ON COLUMN junction.daily_parts.part IS 'which number of the samples (junction.daily_metrics.part): empty = their value';
 COMMENT ON COLUMN junction.daily_parts.last_value IS 'the value of the hour''s last sample (time, then type, then workout_id), for the resources a pick metric reads (else null)';
 CREATE INDEX daily_parts_day ON junction.daily_parts (user_id, resource, calendar_date);
+
+-- The number a part (junction.daily_metrics.part) takes from one sample, or null: its value (part
+-- empty), its value if its type is t (type=t), a numeric field of its extra (extra.<field>).
+-- Inlined into the recomputations (hence no SET clause, and every name qualified).
+CREATE FUNCTION junction._daily_part_value(part text, type text, value double precision, extra jsonb)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $fn$
+    SELECT CASE
+             WHEN part OPERATOR(pg_catalog.=) ''::pg_catalog.text THEN value
+             WHEN pg_catalog.starts_with(part, 'type='::pg_catalog.text) THEN
+               CASE WHEN type OPERATOR(pg_catalog.=) pg_catalog.substr(part, 6) THEN value END
+             WHEN pg_catalog.starts_with(part, 'extra.'::pg_catalog.text)
+                  AND pg_catalog.jsonb_typeof(extra OPERATOR(pg_catalog.->) pg_catalog.substr(part, 7))
+                      OPERATOR(pg_catalog.=) 'number'::pg_catalog.text THEN
+               (extra OPERATOR(pg_catalog.->>) pg_catalog.substr(part, 7))::pg_catalog.float8
+           END
+$fn$;
+COMMENT ON FUNCTION junction._daily_part_value(text, text, double precision, jsonb) IS
+  'the number a junction.daily_metrics part takes from a sample (part, type, value, extra), or null';
 
 -- The recomputation the inbox workers queue (they run with junction.daily_defer = on): hours of
 -- samples and days of summaries written, recomputed together when the inbox is drained and at
@@ -343,10 +385,10 @@ BEGIN
     CROSS JOIN LATERAL (VALUES %7$s) AS v(metric, rank, value)
     WHERE v.metric = ANY (a.metrics)$q$,
                x.resource, x.kind, x.aggs, x.metrics, x.tbl, x.cond, x.vals),
-           E'\n    UNION ALL' ORDER BY x.resource)
+           E'\n    UNION ALL' ORDER BY x.resource, x.part)
       INTO cands
     FROM (
-        SELECT m.resource, r.kind,
+        SELECT m.resource, r.kind, m.part,
                string_agg(format('%s AS %I', CASE
                  -- a timeseries day combines its hours of junction.daily_parts
                  WHEN r.kind = 'timeseries' THEN CASE m.aggregate
@@ -363,19 +405,27 @@ BEGIN
                  WHEN m.aggregate = 'count' THEN format('count(NULLIF(%s, false))::double precision', m.value_sql)
                  ELSE format('%s((%s)::double precision)', m.aggregate, m.value_sql)
                END, 'm_' || m.metric), ', ' ORDER BY m.metric) AS aggs,
-               string_agg(format('(%L, %s, a.%I)', m.metric, m.rank, 'm_' || m.metric), ', ' ORDER BY m.metric) AS vals,
+               -- a timeseries metric's value_sql is over t.value, the reduced number
+               string_agg(format('(%L, %s, %s)', m.metric, m.rank, CASE
+                 WHEN r.kind = 'timeseries' AND m.value_sql <> 't.value' THEN
+                   format('(SELECT (%s)::double precision FROM (SELECT a.%I AS value) AS t)', m.value_sql, 'm_' || m.metric)
+                 ELSE format('a.%I', 'm_' || m.metric)
+               END), ', ' ORDER BY m.metric) AS vals,
                CASE r.kind WHEN 'timeseries' THEN 'junction.daily_parts'
                            ELSE format('junction.%I', min(r.table_name)) END AS tbl,
                CASE r.kind
                  WHEN 'timeseries' THEN format(
-                   't.user_id = d.user_id AND t.resource = %L AND t.calendar_date = d.calendar_date', m.resource)
+                   't.user_id = d.user_id AND t.resource = %L AND t.calendar_date = d.calendar_date AND t.part = %L',
+                   m.resource, m.part)
                  ELSE 't.user_id = d.user_id AND t.calendar_date = d.calendar_date'
                END AS cond,
                string_agg(quote_literal(m.metric), ', ' ORDER BY m.metric) AS metrics
         FROM junction.daily_metrics AS m
         JOIN junction.resources AS r ON r.name = m.resource AND r.kind IN ('summary', 'timeseries')
         WHERE m.metric IN (SELECT f.metric FROM junction.daily_metrics AS f WHERE f.resource = ANY (resources))
-        GROUP BY m.resource, r.kind
+        -- one branch per resource and part (a timeseries' parts are rows of junction.daily_parts;
+        -- a summary's metrics read its typed rows, and part means nothing to them)
+        GROUP BY m.resource, r.kind, m.part
     ) AS x;
 
     -- every key also gets a row without a value: it wins only when no candidate has one, and then
@@ -479,8 +529,16 @@ AS $fn$
 DECLARE
     gone  junction.daily_key[];
     fresh junction.daily_key[];
-    picks text[] := ARRAY(SELECT m.resource FROM junction.daily_metrics AS m WHERE m.aggregate = 'pick');
+    -- the parts the metrics read, and whether one picks the last value: read here, not joined in
+    -- the statement below (on Citus the registry is local to the coordinator, the samples are not)
+    mp_resource text[];
+    mp_part     text[];
+    mp_pick     boolean[];
 BEGIN
+    SELECT array_agg(m.resource), array_agg(m.part), array_agg(m.pick)
+      INTO mp_resource, mp_part, mp_pick
+    FROM (SELECT dm.resource, dm.part, bool_or(dm.aggregate = 'pick') AS pick
+          FROM junction.daily_metrics AS dm GROUP BY dm.resource, dm.part) AS m;
     IF hours IS NULL OR cardinality(hours) = 0 THEN
         RETURN NULL;
     END IF;
@@ -488,30 +546,36 @@ BEGIN
     -- changes), new ones inserted; unchanged ones left alone, and their days with them
     WITH i AS (
         INSERT INTO junction.daily_parts AS p
-            (user_id, resource, hour, calendar_date, provider, source_type, n, sum, min, max, last_value)
-        SELECT g.user_id, g.resource, g.hour, g.calendar_date, g.provider, g.source_type, g.n, g.sum, g.min, g.max,
-               g.last_value
+            (user_id, resource, hour, calendar_date, provider, source_type, part, n, sum, min, max, last_value)
+        SELECT g.user_id, g.resource, g.hour, g.calendar_date, g.provider, g.source_type, g.part, g.n, g.sum, g.min,
+               g.max, g.last_value
         FROM (SELECT h.user_id, h.resource COLLATE "C" AS resource, h.hour, s.calendar_date,
                      s.provider COLLATE "C" AS provider, s.source_type COLLATE "C" AS source_type,
+                     h.part COLLATE "C" AS part,
                      count(*) AS n, sum(s.value) AS sum, min(s.value) AS min, max(s.value) AS max,
-                     -- the last value, only for the resources a metric picks it from
+                     -- the last value, only for the parts a metric picks it from
                      (array_agg(s.value ORDER BY s.time DESC, s.type DESC, s.workout_id DESC)
-                        FILTER (WHERE h.resource = ANY (picks)))[1] AS last_value
-              FROM (SELECT DISTINCT h.user_id, h.resource, h.hour FROM unnest(hours) AS h) AS h
+                        FILTER (WHERE h.pick))[1] AS last_value
+              FROM (SELECT DISTINCT h.user_id, h.resource, h.hour, mp.part, mp.pick
+                    FROM unnest(hours) AS h
+                    -- the parts the resource's metrics read (most have one: the samples' value)
+                    JOIN unnest(mp_resource, mp_part, mp_pick) AS mp(resource, part, pick)
+                      ON mp.resource = h.resource) AS h
               -- one range scan of junction.samples' key per hour
               CROSS JOIN LATERAL (
                   SELECT coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date AS calendar_date,
-                         s.provider, s.source_type, s.value, s.time, s.type, s.workout_id
+                         s.provider, s.source_type, junction._daily_part_value(h.part, s.type, s.value, s.extra) AS value,
+                         s.time, s.type, s.workout_id
                   FROM junction.samples AS s
                   WHERE s.user_id = h.user_id AND s.resource = h.resource
                     AND s.time >= h.hour AND s.time < h.hour + interval '1 hour'
-                    AND s.value IS NOT NULL
                   ) AS s
+              WHERE s.value IS NOT NULL
               -- "C": grouping sorts by byte, not by the database's collation
               GROUP BY h.user_id, h.resource COLLATE "C", h.hour, s.calendar_date, s.provider COLLATE "C",
-                       s.source_type COLLATE "C") AS g
-        ORDER BY 1, 2, 3, 4, 5, 6
-        ON CONFLICT (user_id, resource, hour, calendar_date, provider, source_type) DO UPDATE
+                       s.source_type COLLATE "C", h.part COLLATE "C") AS g
+        ORDER BY 1, 2, 3, 4, 5, 6, 7
+        ON CONFLICT (user_id, resource, hour, calendar_date, provider, source_type, part) DO UPDATE
         SET n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max,
             last_value = excluded.last_value
         WHERE (p.n, p.sum, p.min, p.max, p.last_value)
@@ -529,7 +593,7 @@ BEGIN
                           WHERE s.user_id = p.user_id AND s.resource = p.resource
                             AND s.time >= p.hour AND s.time < p.hour + interval '1 hour'
                             AND s.provider = p.provider AND s.source_type = p.source_type
-                            AND s.value IS NOT NULL
+                            AND junction._daily_part_value(p.part, s.type, s.value, s.extra) IS NOT NULL
                             AND coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date = p.calendar_date)
         RETURNING p.user_id, p.calendar_date, p.resource
     )
@@ -653,17 +717,22 @@ BEGIN
     -- the samples' hours, all of them (as junction._daily_parts_refresh computes them)
     DELETE FROM junction.daily_parts AS p WHERE p.user_id = uid;
     INSERT INTO junction.daily_parts AS p
-        (user_id, resource, hour, calendar_date, provider, source_type, n, sum, min, max, last_value)
+        (user_id, resource, hour, calendar_date, provider, source_type, part, n, sum, min, max, last_value)
     SELECT s.user_id, s.resource, date_trunc('hour', s.time), coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
-           s.provider, s.source_type, count(*), sum(s.value), min(s.value), max(s.value),
+           s.provider, s.source_type, s.part, count(*), sum(s.value), min(s.value), max(s.value),
            (array_agg(s.value ORDER BY s.time DESC, s.type DESC, s.workout_id DESC)
-              FILTER (WHERE s.resource IN (SELECT m.resource FROM junction.daily_metrics AS m
-                                           WHERE m.aggregate = 'pick')))[1]
-    FROM junction.samples AS s
-    WHERE s.value IS NOT NULL AND s.user_id = uid
-      AND s.resource IN (SELECT m.resource FROM junction.daily_metrics AS m)
+              FILTER (WHERE (s.resource, s.part) IN (SELECT m.resource, m.part FROM junction.daily_metrics AS m
+                                                     WHERE m.aggregate = 'pick')))[1]
+    FROM (SELECT s.user_id, s.resource, s.time, s.local_time, s.provider, s.source_type, s.type, s.workout_id, mp.part,
+                 junction._daily_part_value(mp.part, s.type, s.value, s.extra) AS value
+          FROM junction.samples AS s
+          -- the parts the resource's metrics read
+          JOIN (SELECT DISTINCT m.resource, m.part FROM junction.daily_metrics AS m) AS mp ON mp.resource = s.resource
+          WHERE s.user_id = uid
+          OFFSET 0) AS s
+    WHERE s.value IS NOT NULL
     GROUP BY s.user_id, s.resource, date_trunc('hour', s.time), coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
-             s.provider, s.source_type;
+             s.provider, s.source_type, s.part;
     FOR res IN SELECT DISTINCT r.name, r.kind, r.table_name
                FROM junction.resources AS r
                JOIN junction.daily_metrics AS m ON m.resource = r.name
@@ -738,7 +807,10 @@ $fn$;
 COMMENT ON FUNCTION junction_sync_source_priorities() IS
   'replace Junction''s rows of junction.source_priorities with GET /v2/team/source/priorities (each data_type); team rows stay; returns rows stored (then run junction_rebuild_daily())';
 
--- One row per user and day, one column per metric (the built-in metrics).
+-- One row per user and day, one column per metric of junction.daily_metrics (the built-in ones).
+-- The column list is the registry's metrics: the daily regress test fails when a metric has no
+-- column here or a column no metric (a metric you add yourself is in junction.daily, and in a
+-- view of your own).
 CREATE VIEW junction.daily_wide AS
 SELECT d.user_id, d.calendar_date,
        max(d.value) FILTER (WHERE d.metric = 'steps') AS steps,
@@ -769,6 +841,42 @@ SELECT d.user_id, d.calendar_date,
        max(d.value) FILTER (WHERE d.metric = 'stress_level_average') AS stress_level_average,
        max(d.value) FILTER (WHERE d.metric = 'vo2_max') AS vo2_max,
        max(d.value) FILTER (WHERE d.metric = 'water') AS water,
+       max(d.value) FILTER (WHERE d.metric = 'body_temperature') AS body_temperature,
+       max(d.value) FILTER (WHERE d.metric = 'body_temperature_delta') AS body_temperature_delta,
+       max(d.value) FILTER (WHERE d.metric = 'caffeine') AS caffeine,
+       max(d.value) FILTER (WHERE d.metric = 'carbohydrates') AS carbohydrates,
+       max(d.value) FILTER (WHERE d.metric = 'mindfulness_minutes') AS mindfulness_minutes,
+       max(d.value) FILTER (WHERE d.metric = 'daylight_exposure') AS daylight_exposure,
+       max(d.value) FILTER (WHERE d.metric = 'stand_duration') AS stand_duration,
+       max(d.value) FILTER (WHERE d.metric = 'wheelchair_push') AS wheelchair_push,
+       max(d.value) FILTER (WHERE d.metric = 'insulin_injection') AS insulin_injection,
+       max(d.value) FILTER (WHERE d.metric = 'handwashing') AS handwashing,
+       max(d.value) FILTER (WHERE d.metric = 'inhaler_usage') AS inhaler_usage,
+       max(d.value) FILTER (WHERE d.metric = 'fall') AS fall,
+       max(d.value) FILTER (WHERE d.metric = 'heart_rate_alert') AS heart_rate_alert,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_apnea_alert') AS sleep_apnea_alert,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_breathing_disturbance') AS sleep_breathing_disturbance,
+       max(d.value) FILTER (WHERE d.metric = 'workout_distance') AS workout_distance,
+       max(d.value) FILTER (WHERE d.metric = 'workout_swimming_stroke') AS workout_swimming_stroke,
+       max(d.value) FILTER (WHERE d.metric = 'afib_burden') AS afib_burden,
+       max(d.value) FILTER (WHERE d.metric = 'uv_exposure') AS uv_exposure,
+       max(d.value) FILTER (WHERE d.metric = 'basal_body_temperature') AS basal_body_temperature,
+       max(d.value) FILTER (WHERE d.metric = 'heart_rate_recovery_one_minute') AS heart_rate_recovery_one_minute,
+       max(d.value) FILTER (WHERE d.metric = 'body_mass_index') AS body_mass_index,
+       max(d.value) FILTER (WHERE d.metric = 'lean_body_mass') AS lean_body_mass,
+       max(d.value) FILTER (WHERE d.metric = 'waist_circumference') AS waist_circumference,
+       max(d.value) FILTER (WHERE d.metric = 'forced_expiratory_volume_1') AS forced_expiratory_volume_1,
+       max(d.value) FILTER (WHERE d.metric = 'forced_vital_capacity') AS forced_vital_capacity,
+       max(d.value) FILTER (WHERE d.metric = 'peak_expiratory_flow_rate') AS peak_expiratory_flow_rate,
+       max(d.value) FILTER (WHERE d.metric = 'blood_pressure_systolic') AS blood_pressure_systolic,
+       max(d.value) FILTER (WHERE d.metric = 'blood_pressure_diastolic') AS blood_pressure_diastolic,
+       max(d.value) FILTER (WHERE d.metric = 'cholesterol_total') AS cholesterol_total,
+       max(d.value) FILTER (WHERE d.metric = 'cholesterol_ldl') AS cholesterol_ldl,
+       max(d.value) FILTER (WHERE d.metric = 'cholesterol_hdl') AS cholesterol_hdl,
+       max(d.value) FILTER (WHERE d.metric = 'triglycerides') AS triglycerides,
+       max(d.value) FILTER (WHERE d.metric = 'ige_max') AS ige_max,
+       max(d.value) FILTER (WHERE d.metric = 'igg_max') AS igg_max,
+       max(d.value) FILTER (WHERE d.metric = 'stand_hour') AS stand_hour,
        max(d.updated_at) AS updated_at
 FROM junction.daily AS d
 GROUP BY d.user_id, d.calendar_date;

@@ -2838,7 +2838,8 @@ REVOKE ALL ON FUNCTION junction._daily_summary_keys(junction.typing_item[], text
 REVOKE ALL ON FUNCTION junction._daily_flush(integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction_rebuild_daily(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction_sync_source_priorities() FROM PUBLIC;
-SELECT junction_rebuild_daily() >= 0 AS daily_built;
+-- (junction.daily is built from the data already stored at the end of the script, after issue 12's
+-- daily coverage section)
 
 -- ---------------------------------------------------------------------------------------------
 -- Backfill at fleet scale (issue 14): junction.backfill_workers workers, fair claims, page
@@ -3310,3 +3311,429 @@ $$;
 COMMENT ON FUNCTION junction_sync_queue(uuid, text[], timestamptz, timestamptz, text) IS
   'queue what junction_sync would load (per provider: the one given, else every connected one) as backfill jobs, and return them: the backfill workers load them page by page, each page committed with its checkpoint; replaces a queued job of the same user, provider and resource';
 REVOKE ALL ON FUNCTION junction_sync_queue(uuid, text[], timestamptz, timestamptz, text) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- issue 12 (daily coverage): every numeric timeseries in junction.daily (38_daily.sql). A metric
+-- reads a part of its samples (junction.daily_metrics.part: their value, the value of one type,
+-- or a numeric field of extra), kept apart in junction.daily_parts; new metrics for blood
+-- pressure, cholesterol, IgE/IgG and workout_duration samples; stand_hour counts the stood hours
+-- only; a timeseries metric's value_sql applies to the reduced number; junction.daily_wide has a
+-- column for every metric. junction.daily is built once, at the end of the script.
+-- ---------------------------------------------------------------------------------------------
+ALTER TABLE junction.daily_metrics ADD COLUMN part text NOT NULL DEFAULT ''
+    CONSTRAINT daily_metrics_part_check CHECK (part ~ '^(type=[^\n]{0,255}|extra\.[a-z_][a-z0-9_]{0,62})?$');
+COMMENT ON COLUMN junction.daily_metrics.value_sql IS
+  'summaries: SQL expression over the typed row t; timeseries: SQL expression over t.value, the day''s reduced number (t.value as is, or e.g. t.value * 60 for another unit)';
+COMMENT ON COLUMN junction.daily_metrics.part IS
+  'timeseries: which number of a sample the metric reduces: empty = its value (any type); type=<t> = the value of the samples of type t; extra.<field> = a numeric field of extra (blood_pressure''s systolic, diastolic)';
+DELETE FROM junction.daily_metrics WHERE builtin AND metric = 'stand_hour' AND resource = 'stand_hour';
+-- timeseries whose number is not simply the samples' value: blood pressure carries two (systolic
+-- and diastolic, in extra); a cholesterol sample's type says which lipid it measures; only the
+-- stood hours of stand_hour count; IgE and IgG readings are per allergen (the type), and the
+-- day's highest one is the figure (one allergen's is a metric with part 'type=<allergen>');
+-- workout_duration samples are minutes, the workouts summary's workout_duration seconds.
+INSERT INTO junction.daily_metrics (metric, resource, value_sql, aggregate, unit, rank, part, builtin)
+SELECT m.*, true FROM (VALUES
+    ('blood_pressure_systolic',  'blood_pressure', 't.value', 'avg', 'mmHg',   1, 'extra.systolic'),
+    ('blood_pressure_diastolic', 'blood_pressure', 't.value', 'avg', 'mmHg',   1, 'extra.diastolic'),
+    ('cholesterol_total',        'cholesterol',    't.value', 'avg', 'mmol/L', 1, 'type=total'),
+    ('cholesterol_ldl',          'cholesterol',    't.value', 'avg', 'mmol/L', 1, 'type=ldl'),
+    ('cholesterol_hdl',          'cholesterol',    't.value', 'avg', 'mmol/L', 1, 'type=hdl'),
+    ('triglycerides',            'cholesterol',    't.value', 'avg', 'mmol/L', 1, 'type=triglycerides'),
+    ('ige_max',                  'ige',            't.value', 'max', 'FSU',    1, ''),
+    ('igg_max',                  'igg',            't.value', 'max', 'FSU',    1, ''),
+    ('stand_hour',               'stand_hour',     't.value', 'sum', 'count',  1, 'type=stood'),
+    ('workout_duration',         'workout_duration', 't.value * 60', 'sum', 's', 2, '')
+) AS m(metric, resource, value_sql, aggregate, unit, rank, part);
+
+ALTER TABLE junction.daily_parts ADD COLUMN part text NOT NULL DEFAULT '';
+ALTER TABLE junction.daily_parts DROP CONSTRAINT daily_parts_pkey,
+    ADD CONSTRAINT daily_parts_pkey PRIMARY KEY (user_id, resource, hour, calendar_date, provider, source_type, part);
+COMMENT ON COLUMN junction.daily_parts.part IS 'which number of the samples (junction.daily_metrics.part): empty = their value';
+
+-- The number a part (junction.daily_metrics.part) takes from one sample, or null: its value (part
+-- empty), its value if its type is t (type=t), a numeric field of its extra (extra.<field>).
+-- Inlined into the recomputations (hence no SET clause, and every name qualified).
+CREATE FUNCTION junction._daily_part_value(part text, type text, value double precision, extra jsonb)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $fn$
+    SELECT CASE
+             WHEN part OPERATOR(pg_catalog.=) ''::pg_catalog.text THEN value
+             WHEN pg_catalog.starts_with(part, 'type='::pg_catalog.text) THEN
+               CASE WHEN type OPERATOR(pg_catalog.=) pg_catalog.substr(part, 6) THEN value END
+             WHEN pg_catalog.starts_with(part, 'extra.'::pg_catalog.text)
+                  AND pg_catalog.jsonb_typeof(extra OPERATOR(pg_catalog.->) pg_catalog.substr(part, 7))
+                      OPERATOR(pg_catalog.=) 'number'::pg_catalog.text THEN
+               (extra OPERATOR(pg_catalog.->>) pg_catalog.substr(part, 7))::pg_catalog.float8
+           END
+$fn$;
+COMMENT ON FUNCTION junction._daily_part_value(text, text, double precision, jsonb) IS
+  'the number a junction.daily_metrics part takes from a sample (part, type, value, extra), or null';
+REVOKE ALL ON FUNCTION junction._daily_part_value(text, text, double precision, jsonb) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION junction._daily_sql(resources text[])
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    cands          text;
+    has_priorities boolean := EXISTS (SELECT FROM junction.source_priorities);
+BEGIN
+    -- One branch per resource: each (provider, source type) of a key's day reduced once to every
+    -- metric of the resource, then one row per metric the keys ask for on that day.
+    SELECT string_agg(format($q$
+    SELECT a.user_id, a.calendar_date, v.metric, %1$L::text AS resource, %2$L::text AS kind,
+           v.rank, a.provider COLLATE "default", a.source_type COLLATE "default", v.value
+    FROM (SELECT d.user_id, d.calendar_date, t.provider COLLATE "C" AS provider,
+                 t.source_type COLLATE "C" AS source_type, max(d.metrics) AS metrics, %3$s
+          FROM (SELECT k.user_id, k.calendar_date, array_agg(k.metric) AS metrics
+                FROM k WHERE k.metric IN (%4$s) GROUP BY k.user_id, k.calendar_date) AS d
+          JOIN %5$s AS t ON %6$s
+          GROUP BY d.user_id, d.calendar_date, t.provider COLLATE "C", t.source_type COLLATE "C") AS a
+    CROSS JOIN LATERAL (VALUES %7$s) AS v(metric, rank, value)
+    WHERE v.metric = ANY (a.metrics)$q$,
+               x.resource, x.kind, x.aggs, x.metrics, x.tbl, x.cond, x.vals),
+           E'\n    UNION ALL' ORDER BY x.resource, x.part)
+      INTO cands
+    FROM (
+        SELECT m.resource, r.kind, m.part,
+               string_agg(format('%s AS %I', CASE
+                 -- a timeseries day combines its hours of junction.daily_parts
+                 WHEN r.kind = 'timeseries' THEN CASE m.aggregate
+                   WHEN 'sum' THEN 'sum(t.sum)'
+                   WHEN 'avg' THEN 'sum(t.sum) / nullif(sum(t.n), 0)'
+                   WHEN 'min' THEN 'min(t.min)'
+                   WHEN 'max' THEN 'max(t.max)'
+                   WHEN 'count' THEN 'sum(t.n)::double precision'
+                   ELSE '(array_agg(t.last_value ORDER BY t.hour DESC))[1]'
+                 END
+                 WHEN m.aggregate = 'pick' THEN
+                   format('(array_agg((%1$s)::double precision ORDER BY %2$s) FILTER (WHERE (%1$s) IS NOT NULL))[1]',
+                          m.value_sql, m.order_sql)
+                 WHEN m.aggregate = 'count' THEN format('count(NULLIF(%s, false))::double precision', m.value_sql)
+                 ELSE format('%s((%s)::double precision)', m.aggregate, m.value_sql)
+               END, 'm_' || m.metric), ', ' ORDER BY m.metric) AS aggs,
+               -- a timeseries metric's value_sql is over t.value, the reduced number
+               string_agg(format('(%L, %s, %s)', m.metric, m.rank, CASE
+                 WHEN r.kind = 'timeseries' AND m.value_sql <> 't.value' THEN
+                   format('(SELECT (%s)::double precision FROM (SELECT a.%I AS value) AS t)', m.value_sql, 'm_' || m.metric)
+                 ELSE format('a.%I', 'm_' || m.metric)
+               END), ', ' ORDER BY m.metric) AS vals,
+               CASE r.kind WHEN 'timeseries' THEN 'junction.daily_parts'
+                           ELSE format('junction.%I', min(r.table_name)) END AS tbl,
+               CASE r.kind
+                 WHEN 'timeseries' THEN format(
+                   't.user_id = d.user_id AND t.resource = %L AND t.calendar_date = d.calendar_date AND t.part = %L',
+                   m.resource, m.part)
+                 ELSE 't.user_id = d.user_id AND t.calendar_date = d.calendar_date'
+               END AS cond,
+               string_agg(quote_literal(m.metric), ', ' ORDER BY m.metric) AS metrics
+        FROM junction.daily_metrics AS m
+        JOIN junction.resources AS r ON r.name = m.resource AND r.kind IN ('summary', 'timeseries')
+        WHERE m.metric IN (SELECT f.metric FROM junction.daily_metrics AS f WHERE f.resource = ANY (resources))
+        -- one branch per resource and part (a timeseries' parts are rows of junction.daily_parts;
+        -- a summary's metrics read its typed rows, and part means nothing to them)
+        GROUP BY m.resource, r.kind, m.part
+    ) AS x;
+
+    -- every key also gets a row without a value: it wins only when no candidate has one, and then
+    -- the key's junction.daily row goes
+    RETURN format($q$
+WITH k AS MATERIALIZED (
+    SELECT DISTINCT k.user_id, k.calendar_date, m.metric
+    FROM unnest($1::junction.daily_key[]) AS k
+    JOIN junction.daily_metrics AS m ON m.resource = k.resource
+    WHERE k.user_id IS NOT NULL AND k.calendar_date IS NOT NULL
+), c AS (%1$s
+    SELECT k.user_id, k.calendar_date, k.metric, NULL::text, NULL::text, NULL::integer, NULL::text,
+           NULL::text, NULL::double precision
+    FROM k
+), w AS MATERIALIZED (
+    SELECT DISTINCT ON (c.user_id, c.calendar_date, c.metric COLLATE "C")
+           c.user_id, c.calendar_date, c.metric, nullif(c.value, 'NaN') AS value, c.resource, c.provider,
+           c.source_type,
+           count(nullif(c.value, 'NaN')) OVER (PARTITION BY c.user_id, c.calendar_date, c.metric COLLATE "C") AS candidates
+    FROM c%2$s
+    -- names in "C" order: the same winner whatever the database's collation
+    ORDER BY c.user_id, c.calendar_date, c.metric COLLATE "C", nullif(c.value, 'NaN') IS NULL,
+             %3$s NULLS LAST, junction.default_source_rank(c.provider, c.source_type), c.rank,
+             c.provider COLLATE "C", c.source_type COLLATE "C", c.resource COLLATE "C"
+), up AS (
+    INSERT INTO junction.daily AS d
+        (user_id, calendar_date, metric, value, unit, provider, source_type, resource, candidates, updated_at)
+    SELECT w.user_id, w.calendar_date, w.metric, w.value, m.unit, w.provider, w.source_type, w.resource,
+           w.candidates, now()
+    FROM w JOIN junction.daily_metrics AS m ON m.metric = w.metric AND m.resource = w.resource
+    WHERE w.value IS NOT NULL
+    ORDER BY w.user_id, w.calendar_date, w.metric
+    ON CONFLICT (user_id, calendar_date, metric) DO UPDATE
+    SET value = excluded.value, unit = excluded.unit, provider = excluded.provider,
+        source_type = excluded.source_type, resource = excluded.resource,
+        candidates = excluded.candidates, updated_at = excluded.updated_at
+    WHERE (d.value, d.unit, d.provider, d.source_type, d.resource, d.candidates)
+          IS DISTINCT FROM (excluded.value, excluded.unit, excluded.provider, excluded.source_type,
+                            excluded.resource, excluded.candidates)
+    RETURNING 1
+), gone AS (
+    DELETE FROM junction.daily AS d
+    USING w
+    WHERE w.value IS NULL
+      AND d.user_id = w.user_id AND d.calendar_date = w.calendar_date AND d.metric = w.metric
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM up) + (SELECT count(*) FROM gone)$q$, coalesce(cands || E'\n    UNION ALL', ''),
+    CASE WHEN has_priorities THEN $q$
+    -- the priority that applies (as junction.source_priority says)
+    LEFT JOIN LATERAL (
+        SELECT p.priority
+        FROM junction.source_priorities AS p
+        WHERE p.resource = ANY (ARRAY[c.resource, CASE WHEN c.kind = 'timeseries' THEN 'timeseries' END])
+          AND p.provider = c.provider
+          AND (p.source_type = c.source_type OR p.source_type = '')
+        ORDER BY p.resource = c.resource DESC, p.source_type <> '' DESC, p.origin = 'team' DESC
+        LIMIT 1) AS pr ON c.value IS NOT NULL$q$ ELSE '' END,
+    CASE WHEN has_priorities THEN 'pr.priority' ELSE 'NULL::integer' END);
+END
+$fn$;
+CREATE OR REPLACE FUNCTION junction._daily_parts_refresh(hours junction.daily_hour[])
+RETURNS junction.daily_key[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    gone  junction.daily_key[];
+    fresh junction.daily_key[];
+BEGIN
+    IF hours IS NULL OR cardinality(hours) = 0 THEN
+        RETURN NULL;
+    END IF;
+    -- the hours' rows, recomputed: changed ones updated in place (a HOT update: no indexed column
+    -- changes), new ones inserted; unchanged ones left alone, and their days with them
+    WITH i AS (
+        INSERT INTO junction.daily_parts AS p
+            (user_id, resource, hour, calendar_date, provider, source_type, part, n, sum, min, max, last_value)
+        SELECT g.user_id, g.resource, g.hour, g.calendar_date, g.provider, g.source_type, g.part, g.n, g.sum, g.min,
+               g.max,
+               -- the last value, only for the parts a metric picks it from
+               CASE WHEN (g.resource, g.part) IN (SELECT m.resource, m.part FROM junction.daily_metrics AS m
+                                                  WHERE m.aggregate = 'pick') THEN
+                 (SELECT l.value
+                  FROM (SELECT junction._daily_part_value(g.part, l.type, l.value, l.extra) AS value, l.time, l.type,
+                               l.workout_id
+                        FROM junction.samples AS l
+                        WHERE l.user_id = g.user_id AND l.resource = g.resource
+                          AND l.time >= g.hour AND l.time < g.hour + interval '1 hour'
+                          AND l.provider = g.provider AND l.source_type = g.source_type
+                          AND coalesce(l.local_time, l.time AT TIME ZONE 'UTC')::date = g.calendar_date
+                        OFFSET 0) AS l
+                  WHERE l.value IS NOT NULL
+                  ORDER BY l.time DESC, l.type DESC, l.workout_id DESC LIMIT 1)
+               END
+        FROM (SELECT h.user_id, h.resource COLLATE "C" AS resource, h.hour, s.calendar_date,
+                     s.provider COLLATE "C" AS provider, s.source_type COLLATE "C" AS source_type,
+                     h.part COLLATE "C" AS part,
+                     count(*) AS n, sum(s.value) AS sum, min(s.value) AS min, max(s.value) AS max
+              FROM (SELECT DISTINCT h.user_id, h.resource, h.hour, mp.part
+                    FROM unnest(hours) AS h
+                    -- the parts the resource's metrics read (most have one: the samples' value)
+                    JOIN junction.daily_metrics AS mp ON mp.resource = h.resource) AS h
+              -- LATERAL: one range scan of junction.samples' key per hour, however the batch is estimated
+              CROSS JOIN LATERAL (
+                  SELECT coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date AS calendar_date,
+                         s.provider, s.source_type, junction._daily_part_value(h.part, s.type, s.value, s.extra) AS value
+                  FROM junction.samples AS s
+                  WHERE s.user_id = h.user_id AND s.resource = h.resource
+                    AND s.time >= h.hour AND s.time < h.hour + interval '1 hour'
+                  OFFSET 0) AS s
+              WHERE s.value IS NOT NULL
+              -- "C": grouping sorts by byte, not by the database's collation
+              GROUP BY h.user_id, h.resource COLLATE "C", h.hour, s.calendar_date, s.provider COLLATE "C",
+                       s.source_type COLLATE "C", h.part COLLATE "C") AS g
+        ORDER BY 1, 2, 3, 4, 5, 6, 7
+        ON CONFLICT (user_id, resource, hour, calendar_date, provider, source_type, part) DO UPDATE
+        SET n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max,
+            last_value = excluded.last_value
+        WHERE (p.n, p.sum, p.min, p.max, p.last_value)
+              IS DISTINCT FROM (excluded.n, excluded.sum, excluded.min, excluded.max, excluded.last_value)
+        RETURNING p.user_id, p.calendar_date, p.resource
+    )
+    SELECT array_agg(ROW(x.user_id, x.calendar_date, x.resource)::junction.daily_key) INTO fresh
+    FROM (SELECT DISTINCT i.user_id, i.calendar_date, i.resource FROM i) AS x;
+    -- rows of those hours without a sample left (values gone, or moved to another local day)
+    WITH d AS (
+        DELETE FROM junction.daily_parts AS p
+        USING (SELECT DISTINCT h.user_id, h.resource, h.hour FROM unnest(hours) AS h) AS h
+        WHERE p.user_id = h.user_id AND p.resource = h.resource AND p.hour = h.hour
+          AND NOT EXISTS (SELECT FROM junction.samples AS s
+                          WHERE s.user_id = p.user_id AND s.resource = p.resource
+                            AND s.time >= p.hour AND s.time < p.hour + interval '1 hour'
+                            AND s.provider = p.provider AND s.source_type = p.source_type
+                            AND junction._daily_part_value(p.part, s.type, s.value, s.extra) IS NOT NULL
+                            AND coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date = p.calendar_date)
+        RETURNING p.user_id, p.calendar_date, p.resource
+    )
+    SELECT array_agg(ROW(x.user_id, x.calendar_date, x.resource)::junction.daily_key) INTO gone
+    FROM (SELECT DISTINCT d.user_id, d.calendar_date, d.resource FROM d) AS x;
+    RETURN coalesce(gone, '{}'::junction.daily_key[]) || coalesce(fresh, '{}'::junction.daily_key[]);
+END
+$fn$;
+CREATE OR REPLACE FUNCTION junction_rebuild_daily(user_id uuid DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+-- The EXECUTEd text names summary tables from the registry (quote_ident); values are passed with USING.
+-- @plpgsql_check_options: security_warnings = off
+DECLARE
+    uid   uuid := user_id;
+    keys  junction.daily_key[] := '{}'::junction.daily_key[];
+    more  junction.daily_key[];
+    res   record;
+    n     bigint;
+    users text;
+    u     uuid;
+BEGIN
+    IF uid IS NULL THEN
+        -- every user, one at a time (each user's days fit in memory, whatever the table sizes)
+        DELETE FROM junction.daily_parts;
+        DELETE FROM junction.daily;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        SELECT string_agg(format('SELECT t.user_id FROM junction.%I AS t', x.table_name), ' UNION ')
+          INTO users
+        FROM (SELECT DISTINCT r.table_name FROM junction.resources AS r
+              JOIN junction.daily_metrics AS m ON m.resource = r.name
+              WHERE r.kind IN ('summary', 'timeseries') ORDER BY 1) AS x;
+        FOR u IN EXECUTE format('SELECT x.user_id FROM (%s) AS x ORDER BY 1', coalesce(users, 'SELECT NULL::uuid WHERE false'))
+        LOOP
+            n := n + @extschema@.junction_rebuild_daily(u);
+        END LOOP;
+        RETURN n;
+    END IF;
+    -- the samples' hours, all of them (as junction._daily_parts_refresh computes them)
+    DELETE FROM junction.daily_parts AS p WHERE p.user_id = uid;
+    INSERT INTO junction.daily_parts AS p
+        (user_id, resource, hour, calendar_date, provider, source_type, part, n, sum, min, max, last_value)
+    SELECT s.user_id, s.resource, date_trunc('hour', s.time), coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
+           s.provider, s.source_type, s.part, count(*), sum(s.value), min(s.value), max(s.value),
+           (array_agg(s.value ORDER BY s.time DESC, s.type DESC, s.workout_id DESC)
+              FILTER (WHERE (s.resource, s.part) IN (SELECT m.resource, m.part FROM junction.daily_metrics AS m
+                                                     WHERE m.aggregate = 'pick')))[1]
+    FROM (SELECT s.user_id, s.resource, s.time, s.local_time, s.provider, s.source_type, s.type, s.workout_id, mp.part,
+                 junction._daily_part_value(mp.part, s.type, s.value, s.extra) AS value
+          FROM junction.samples AS s
+          -- the parts the resource's metrics read
+          JOIN (SELECT DISTINCT m.resource, m.part FROM junction.daily_metrics AS m) AS mp ON mp.resource = s.resource
+          WHERE s.user_id = uid
+          OFFSET 0) AS s
+    WHERE s.value IS NOT NULL
+    GROUP BY s.user_id, s.resource, date_trunc('hour', s.time), coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
+             s.provider, s.source_type, s.part;
+    FOR res IN SELECT DISTINCT r.name, r.kind, r.table_name
+               FROM junction.resources AS r
+               JOIN junction.daily_metrics AS m ON m.resource = r.name
+               WHERE r.kind IN ('summary', 'timeseries')
+               ORDER BY r.name
+    LOOP
+        IF res.kind = 'summary' THEN
+            EXECUTE format('SELECT array_agg(DISTINCT ROW(t.user_id, t.calendar_date, $2)::junction.daily_key)
+                            FROM junction.%I AS t
+                            WHERE t.calendar_date IS NOT NULL AND t.user_id = $1', res.table_name)
+              INTO more USING uid, res.name;
+        ELSE
+            SELECT array_agg(DISTINCT ROW(p.user_id, p.calendar_date, res.name)::junction.daily_key)
+              INTO more
+            FROM junction.daily_parts AS p
+            WHERE p.resource = res.name AND p.user_id = uid;
+        END IF;
+        keys := keys || coalesce(more, '{}'::junction.daily_key[]);
+    END LOOP;
+    -- days without any candidate left (a metric removed, rows deleted) go too
+    DELETE FROM junction.daily AS d WHERE d.user_id = uid;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n + junction._daily_refresh(keys, true);
+END
+$fn$;
+DROP VIEW junction.daily_wide;
+-- One row per user and day, one column per metric of junction.daily_metrics (the built-in ones).
+-- The column list is the registry's metrics: the daily regress test fails when a metric has no
+-- column here or a column no metric (a metric you add yourself is in junction.daily, and in a
+-- view of your own).
+CREATE VIEW junction.daily_wide AS
+SELECT d.user_id, d.calendar_date,
+       max(d.value) FILTER (WHERE d.metric = 'steps') AS steps,
+       max(d.value) FILTER (WHERE d.metric = 'calories_active') AS calories_active,
+       max(d.value) FILTER (WHERE d.metric = 'calories_total') AS calories_total,
+       max(d.value) FILTER (WHERE d.metric = 'calories_basal') AS calories_basal,
+       max(d.value) FILTER (WHERE d.metric = 'distance') AS distance,
+       max(d.value) FILTER (WHERE d.metric = 'floors_climbed') AS floors_climbed,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_total') AS sleep_total,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_deep') AS sleep_deep,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_rem') AS sleep_rem,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_light') AS sleep_light,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_awake') AS sleep_awake,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_efficiency') AS sleep_efficiency,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_score') AS sleep_score,
+       max(d.value) FILTER (WHERE d.metric = 'resting_heart_rate') AS resting_heart_rate,
+       max(d.value) FILTER (WHERE d.metric = 'hrv_average') AS hrv_average,
+       max(d.value) FILTER (WHERE d.metric = 'respiratory_rate') AS respiratory_rate,
+       max(d.value) FILTER (WHERE d.metric = 'heart_rate_average') AS heart_rate_average,
+       max(d.value) FILTER (WHERE d.metric = 'heart_rate_min') AS heart_rate_min,
+       max(d.value) FILTER (WHERE d.metric = 'heart_rate_max') AS heart_rate_max,
+       max(d.value) FILTER (WHERE d.metric = 'weight') AS weight,
+       max(d.value) FILTER (WHERE d.metric = 'body_fat') AS body_fat,
+       max(d.value) FILTER (WHERE d.metric = 'workout_count') AS workout_count,
+       max(d.value) FILTER (WHERE d.metric = 'workout_duration') AS workout_duration,
+       max(d.value) FILTER (WHERE d.metric = 'glucose_average') AS glucose_average,
+       max(d.value) FILTER (WHERE d.metric = 'blood_oxygen_average') AS blood_oxygen_average,
+       max(d.value) FILTER (WHERE d.metric = 'stress_level_average') AS stress_level_average,
+       max(d.value) FILTER (WHERE d.metric = 'vo2_max') AS vo2_max,
+       max(d.value) FILTER (WHERE d.metric = 'water') AS water,
+       max(d.value) FILTER (WHERE d.metric = 'body_temperature') AS body_temperature,
+       max(d.value) FILTER (WHERE d.metric = 'body_temperature_delta') AS body_temperature_delta,
+       max(d.value) FILTER (WHERE d.metric = 'caffeine') AS caffeine,
+       max(d.value) FILTER (WHERE d.metric = 'carbohydrates') AS carbohydrates,
+       max(d.value) FILTER (WHERE d.metric = 'mindfulness_minutes') AS mindfulness_minutes,
+       max(d.value) FILTER (WHERE d.metric = 'daylight_exposure') AS daylight_exposure,
+       max(d.value) FILTER (WHERE d.metric = 'stand_duration') AS stand_duration,
+       max(d.value) FILTER (WHERE d.metric = 'wheelchair_push') AS wheelchair_push,
+       max(d.value) FILTER (WHERE d.metric = 'insulin_injection') AS insulin_injection,
+       max(d.value) FILTER (WHERE d.metric = 'handwashing') AS handwashing,
+       max(d.value) FILTER (WHERE d.metric = 'inhaler_usage') AS inhaler_usage,
+       max(d.value) FILTER (WHERE d.metric = 'fall') AS fall,
+       max(d.value) FILTER (WHERE d.metric = 'heart_rate_alert') AS heart_rate_alert,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_apnea_alert') AS sleep_apnea_alert,
+       max(d.value) FILTER (WHERE d.metric = 'sleep_breathing_disturbance') AS sleep_breathing_disturbance,
+       max(d.value) FILTER (WHERE d.metric = 'workout_distance') AS workout_distance,
+       max(d.value) FILTER (WHERE d.metric = 'workout_swimming_stroke') AS workout_swimming_stroke,
+       max(d.value) FILTER (WHERE d.metric = 'afib_burden') AS afib_burden,
+       max(d.value) FILTER (WHERE d.metric = 'uv_exposure') AS uv_exposure,
+       max(d.value) FILTER (WHERE d.metric = 'basal_body_temperature') AS basal_body_temperature,
+       max(d.value) FILTER (WHERE d.metric = 'heart_rate_recovery_one_minute') AS heart_rate_recovery_one_minute,
+       max(d.value) FILTER (WHERE d.metric = 'body_mass_index') AS body_mass_index,
+       max(d.value) FILTER (WHERE d.metric = 'lean_body_mass') AS lean_body_mass,
+       max(d.value) FILTER (WHERE d.metric = 'waist_circumference') AS waist_circumference,
+       max(d.value) FILTER (WHERE d.metric = 'forced_expiratory_volume_1') AS forced_expiratory_volume_1,
+       max(d.value) FILTER (WHERE d.metric = 'forced_vital_capacity') AS forced_vital_capacity,
+       max(d.value) FILTER (WHERE d.metric = 'peak_expiratory_flow_rate') AS peak_expiratory_flow_rate,
+       max(d.value) FILTER (WHERE d.metric = 'blood_pressure_systolic') AS blood_pressure_systolic,
+       max(d.value) FILTER (WHERE d.metric = 'blood_pressure_diastolic') AS blood_pressure_diastolic,
+       max(d.value) FILTER (WHERE d.metric = 'cholesterol_total') AS cholesterol_total,
+       max(d.value) FILTER (WHERE d.metric = 'cholesterol_ldl') AS cholesterol_ldl,
+       max(d.value) FILTER (WHERE d.metric = 'cholesterol_hdl') AS cholesterol_hdl,
+       max(d.value) FILTER (WHERE d.metric = 'triglycerides') AS triglycerides,
+       max(d.value) FILTER (WHERE d.metric = 'ige_max') AS ige_max,
+       max(d.value) FILTER (WHERE d.metric = 'igg_max') AS igg_max,
+       max(d.value) FILTER (WHERE d.metric = 'stand_hour') AS stand_hour,
+       max(d.updated_at) AS updated_at
+FROM junction.daily AS d
+GROUP BY d.user_id, d.calendar_date;
+COMMENT ON VIEW junction.daily_wide IS
+  'junction.daily pivoted for dashboards: one row per user and day, one column per built-in metric (units as in junction.daily_metrics)';
+REVOKE ALL ON junction.daily_wide FROM PUBLIC;
+
+-- junction.daily from the data already stored (issue 12's section leaves it to here)
+SELECT junction_rebuild_daily() >= 0 AS daily_built;
