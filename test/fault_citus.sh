@@ -155,6 +155,12 @@ check "the invalid deliveries are quarantined with their reasons, on both" \
     "grep -c '^quarantined' '$W/dump.citus/inbox' | grep -qv '^0$'"
 check "redeliveries were no-ops: one event per distinct svix id" \
     "[ \"\$(c -c 'SELECT count(*) FROM junction.events')\" = \"\$(c -c \"SELECT count(DISTINCT headers->>'svix-id') FROM junction.inbox WHERE status = 'processed'\")\" ]"
+# a full rebuild of junction.daily (the path a changed priority table takes) gives the same days
+for f in s c; do $f -c "SELECT junction_rebuild_daily()" > /dev/null; done
+check "junction_rebuild_daily() on Citus: junction.daily equals single node ($(c -c 'SELECT count(*) FROM junction.daily') rows)" \
+    "[ \"\$(c -c \"SELECT md5(string_agg(concat_ws(',', user_id, calendar_date, metric, value, unit, provider, source_type, candidates), '|' ORDER BY user_id, calendar_date, metric)) FROM junction.daily\")\" = \
+       \"\$(s -c \"SELECT md5(string_agg(concat_ws(',', user_id, calendar_date, metric, value, unit, provider, source_type, candidates), '|' ORDER BY user_id, calendar_date, metric)) FROM junction.daily\")\" ] &&
+     [ \$(c -c 'SELECT count(*) FROM junction.daily') -gt 100 ]"
 # where the rows are: samples and events on both workers (not the coordinator)
 SPLIT=$(c -c "WITH r AS (SELECT shardid, result::bigint AS n FROM run_command_on_shards('junction.samples', 'SELECT count(*) FROM %s'))
               SELECT string_agg(n.nodeport || ':' || s.n, ' ' ORDER BY n.nodeport)
