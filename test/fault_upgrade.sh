@@ -156,7 +156,14 @@ q junction_mutant "INSERT INTO junction.events (svix_id, inbox_id, event_type, u
    '{\"data\": {\"id\": \"0190b2a7-0000-7000-8000-0000000000c3\", \"status\": \"completed\", \"data\": {\"results\": [{\"test_name\": \"Glucose\", \"value\": \"90\"}]}}}'),
   ('msg_up_sense_1', 6, 'continuous_query.result_table.changed', '5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', now(),
    '{\"data\": [{\"query_id\": \"4ba57107-aea7-407a-9877-6f1adc80dccd\", \"query_slug\": \"sleep-analysis-v1\", \"data\": {\"group_key.0\": [\"2025-02-17T00:00:00\"], \"mean.sleep_score\": [76.75]}}]}')" >/dev/null
+# an untyped event 0.2.0 stored without a user: 0.3.0 keys events by (user_id, svix_id), and the
+# update gives it the nil uuid as its home
+q junction_mutant "INSERT INTO junction.events (svix_id, inbox_id, event_type, user_id, received_at, payload) VALUES
+  ('msg_up_nouser', 8, 'team.unknown.created', NULL, now(), '{\"data\": {}}')" >/dev/null
 q junction_mutant "ALTER EXTENSION junction UPDATE" >/dev/null
+check "an event stored without a user is kept, under the nil uuid, and events are keyed (user_id, svix_id)" \
+    "[ \"\$(q junction_mutant \"SELECT user_id FROM junction.events WHERE svix_id = 'msg_up_nouser'\")\" = 00000000-0000-0000-0000-000000000000 ] &&
+     [ \"\$(q junction_mutant \"SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'events_pkey'\")\" = 'PRIMARY KEY (user_id, svix_id)' ]"
 q junction_mutant "SELECT 'order', id, status, critical, result_fetch_status FROM junction.lab_orders
                    UNION ALL SELECT 'appointment', id, status, NULL, NULL FROM junction.lab_appointments
                    UNION ALL SELECT 'critical', order_id, NULL, NULL, NULL FROM junction.lab_critical_results

@@ -3735,5 +3735,973 @@ COMMENT ON VIEW junction.daily_wide IS
   'junction.daily pivoted for dashboards: one row per user and day, one column per built-in metric (units as in junction.daily_metrics)';
 REVOKE ALL ON junction.daily_wide FROM PUBLIC;
 
+-- ---------------------------------------------------------------------------------------------
+-- Scaling out with Citus (issue 10): junction.events keyed by (user_id, svix_id) like every
+-- per-user table, the writes made valid on distributed tables, junction_distribute().
+-- ---------------------------------------------------------------------------------------------
+-- events 0.2.0 stored without a user (untyped families) get the nil uuid: their defined home
+UPDATE junction.events SET user_id = '00000000-0000-0000-0000-000000000000' WHERE user_id IS NULL;
+ALTER TABLE junction.events DROP CONSTRAINT events_pkey;
+ALTER TABLE junction.events ALTER COLUMN user_id SET NOT NULL;
+ALTER TABLE junction.events ADD CONSTRAINT events_pkey PRIMARY KEY (user_id, svix_id);
+-- the sample rows take the resources' value kinds from the caller (they read no table)
+DROP FUNCTION junction._sample_rows(junction.typing_item[]);
+CREATE FUNCTION junction._sample_rows(items junction.typing_item[], kinds jsonb)
+RETURNS SETOF junction.samples
+LANGUAGE sql STABLE
+AS $fn$
+    SELECT DISTINCT ON (s.user_id, s.time, s.resource, s.provider, s.source_type, s.type, s.workout_id)
+           s.user_id, s.resource, s.provider, s.source_type, s.type, s.workout_id, s.time, s.time_end,
+           s.value, s.unit, s.timezone_offset, s.local_time, s.floating, s.extra, s.received_seq
+    FROM (
+        SELECT g.user_id, g.resource, g.provider, g.source_type, g.workout_id, g.floating,
+               g.received_seq, e.ord, e.type, e.time, e.time_end, e.value, e.unit,
+               e.timezone_offset, e.local_time, e.extra
+        FROM (
+            SELECT i.received_seq, i.user_id, i.resource, i.obj,
+                   kinds OPERATOR(pg_catalog.->>) i.resource AS value_kind,
+                   src.provider, src.source_type, src.workout_id, src.source_extra,
+                   -- floating time (README, "Floating time"): the offset suffix is meaningless for
+                   -- these two (Junction's list; freestyle_libre_ble is SDK-based, with a real zone)
+                   src.provider OPERATOR(pg_catalog.=) ANY (ARRAY['abbott_libreview',
+                                                               'freestyle_libre']::pg_catalog.text[]) AS floating
+            FROM pg_catalog.unnest(items) AS i
+            CROSS JOIN LATERAL (
+                SELECT junction._provider(i.obj) AS provider,
+                       coalesce(i.obj OPERATOR(pg_catalog.#>>) '{source,type}'::pg_catalog.text[], 'unknown') AS source_type,
+                       coalesce((i.obj OPERATOR(pg_catalog.#>>) '{source,workout_id}'::pg_catalog.text[])::pg_catalog.uuid,
+                                '00000000-0000-0000-0000-000000000000'::pg_catalog.uuid) AS workout_id,
+                       nullif(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                           'source_app_id'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,app_id}'::pg_catalog.text[],
+                           'source_device_id'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,device_id}'::pg_catalog.text[],
+                           'source_sport'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,sport}'::pg_catalog.text[])),
+                              '{}'::pg_catalog.jsonb) AS source_extra
+                OFFSET 0
+            ) AS src
+            OFFSET 0
+        ) AS g
+        -- the samples of data[], typed in C (src/samples.c)
+        CROSS JOIN LATERAL junction._group_samples(g.obj, g.resource, g.value_kind, g.floating,
+                                                   g.source_extra) AS e
+    ) AS s
+    -- dedupe on the key, latest received first; time sorts before the text columns (cheaper), and
+    -- one fixed order makes concurrent drains lock rows in the same order
+    ORDER BY s.user_id, s.time, s.resource, s.provider, s.source_type, s.type, s.workout_id,
+             s.received_seq DESC, s.ord DESC
+$fn$;
+COMMENT ON FUNCTION junction._sample_rows(junction.typing_item[], jsonb) IS
+  'the junction.samples rows of timeseries groups ({source, data[]}), deduped on the key, latest received first';
+REVOKE ALL ON FUNCTION junction._sample_rows(junction.typing_item[], jsonb) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION junction._upsert_samples(items junction.typing_item[], conflicts boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    bad   text;
+    n     bigint;
+    hours junction.daily_hour[];
+    kinds jsonb;
+BEGIN
+    SELECT coalesce(quote_literal(i.resource), 'NULL') INTO bad
+    FROM unnest(items) AS i
+    WHERE NOT EXISTS (SELECT FROM junction.resources AS r
+                      WHERE r.name = i.resource AND r.kind = 'timeseries')
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'not a timeseries resource: %', bad USING ERRCODE = '22023';
+    END IF;
+    SELECT jsonb_object_agg(r.name, r.value_kind) INTO kinds
+    FROM junction.resources AS r
+    WHERE r.name IN (SELECT DISTINCT i.resource FROM unnest(items) AS i);
+
+    IF NOT junction._daily_enabled() THEN
+        IF conflicts THEN
+            INSERT INTO junction.samples AS t
+            SELECT * FROM junction._sample_rows(items, kinds)
+            ON CONFLICT (user_id, resource, time, provider, source_type, type, workout_id) DO UPDATE
+            SET time_end = excluded.time_end, value = excluded.value, unit = excluded.unit,
+                timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
+                floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
+            WHERE excluded.received_seq > t.received_seq;
+        ELSE
+            INSERT INTO junction.samples SELECT * FROM junction._sample_rows(items, kinds);
+        END IF;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        RETURN n;
+    END IF;
+
+    -- The same statements, returning the hours of the rows they wrote: junction.daily_parts
+    -- recomputes those hours, junction.daily the days they were and are on (38_daily.sql).
+    IF conflicts THEN
+        WITH w AS (
+            INSERT INTO junction.samples AS t
+            SELECT * FROM junction._sample_rows(items, kinds)
+            ON CONFLICT (user_id, resource, time, provider, source_type, type, workout_id) DO UPDATE
+            SET time_end = excluded.time_end, value = excluded.value, unit = excluded.unit,
+                timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
+                floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
+            WHERE excluded.received_seq > t.received_seq
+            RETURNING t.user_id, t.resource, t.time
+        )
+        SELECT sum(h.n), array_agg(ROW(h.user_id, h.resource, h.hour)::junction.daily_hour)
+                           FILTER (WHERE h.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
+          INTO n, hours
+        FROM (SELECT w.user_id, w.resource, date_trunc('hour', w.time) AS hour, count(*) AS n
+              FROM w GROUP BY 1, 2, 3) AS h;
+        n := coalesce(n, 0);
+    ELSE
+        WITH w AS (
+            INSERT INTO junction.samples AS t
+            SELECT * FROM junction._sample_rows(items, kinds)
+            RETURNING t.user_id, t.resource, t.time
+        )
+        SELECT sum(h.n), array_agg(ROW(h.user_id, h.resource, h.hour)::junction.daily_hour)
+                           FILTER (WHERE h.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
+          INTO n, hours
+        FROM (SELECT w.user_id, w.resource, date_trunc('hour', w.time) AS hour, count(*) AS n
+              FROM w GROUP BY 1, 2, 3) AS h;
+        n := coalesce(n, 0);
+    END IF;
+    PERFORM junction._daily_touch(hours, NULL);
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_samples(junction.typing_item[], boolean) IS
+  'upsert timeseries groups ({source, data[]}) into junction.samples; the latest received wins per sample key (conflicts = false: plain INSERT of keys known to be new); recomputes the junction.daily days they touch';
+
+CREATE OR REPLACE FUNCTION junction._upsert_workout_streams(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO junction.workout_streams AS t
+        (user_id, workout_id, provider, source_type, provider_id, sport_id, sport_name, sport_slug,
+         notification, received_seq, fetch_status, updated_at)
+    SELECT DISTINCT ON (i.user_id, (i.obj ->> 'workout_id')::uuid)
+           i.user_id, (i.obj ->> 'workout_id')::uuid,
+           junction._provider(i.obj),
+           coalesce(i.obj #>> '{source,type}', 'unknown'),
+           i.obj ->> 'provider_id', (i.obj #>> '{sport,id}')::integer,
+           i.obj #>> '{sport,name}', i.obj #>> '{sport,slug}', i.obj, i.received_seq,
+           -- .unavailable: Junction says the stream does not exist; the loader leaves it alone
+           -- until a later .created/.updated re-opens it
+           CASE WHEN i.event_type = 'daily.data.workout_stream.unavailable' THEN 'unavailable'
+                ELSE 'pending' END,
+           now()
+    FROM unnest(items) AS i
+    ORDER BY i.user_id, (i.obj ->> 'workout_id')::uuid, i.received_seq DESC
+    ON CONFLICT (user_id, workout_id) DO UPDATE
+    SET provider = excluded.provider, source_type = excluded.source_type,
+        provider_id = excluded.provider_id, sport_id = excluded.sport_id,
+        sport_name = excluded.sport_name, sport_slug = excluded.sport_slug,
+        notification = excluded.notification, received_seq = excluded.received_seq,
+        fetch_status = excluded.fetch_status, fetch_error = NULL, attempts = 0, updated_at = excluded.updated_at
+    WHERE excluded.received_seq > t.received_seq;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_workout_streams(junction.typing_item[]) IS
+  'record workout stream notifications (fetch_status pending, or unavailable for .unavailable); the latest received wins per workout';
+
+CREATE OR REPLACE FUNCTION junction._upsert_backfills(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO junction.backfills AS t
+        (user_id, provider, resource, start_date, end_date, completed_at, fetch_status,
+         attempts, updated_at, received_seq, data)
+    SELECT DISTINCT ON (i.user_id, p.provider, i.resource)
+           i.user_id, p.provider, i.resource,
+           (i.obj ->> 'start_date')::timestamptz, (i.obj ->> 'end_date')::timestamptz,
+           i.received_at, 'pending', 0, now(), i.received_seq, i.obj
+    FROM unnest(items) AS i
+    CROSS JOIN LATERAL (
+        SELECT junction._provider(i.obj) AS provider
+    ) AS p
+    ORDER BY i.user_id, p.provider, i.resource, i.received_seq DESC
+    ON CONFLICT (user_id, provider, resource) DO UPDATE
+    SET start_date = excluded.start_date, end_date = excluded.end_date,
+        completed_at = excluded.completed_at, fetch_status = 'pending', fetch_error = NULL,
+        rows_loaded = NULL, attempts = 0, updated_at = excluded.updated_at,
+        received_seq = excluded.received_seq, data = excluded.data,
+        cursor = NULL, pages_done = 0, fast = NULL, claimed_by = NULL
+    WHERE excluded.received_seq > t.received_seq;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_backfills(junction.typing_item[]) IS
+  'record completed historical pulls (fetch_status pending); the latest received wins per user, provider, resource';
+
+CREATE OR REPLACE FUNCTION junction._apply_deliveries(ids bigint[], svix_ids text[])
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    accepted   integer;
+    summaries  junction.typing_item[];
+    timeseries junction.typing_item[];
+    streams    junction.typing_item[];
+    conns      junction.typing_item[];
+    backfills  junction.typing_item[];
+    lab_orders junction.typing_item[];
+    lab_appts  junction.typing_item[];
+    lab_crit   junction.typing_item[];
+    sense      junction.typing_item[];
+    lab_jobs   junction.typing_item[];
+BEGIN
+    IF cardinality(ids) IS DISTINCT FROM cardinality(svix_ids) THEN
+        RAISE EXCEPTION '_apply_deliveries: % inbox ids but % svix ids',
+            coalesce(cardinality(ids), 0), coalesce(cardinality(svix_ids), 0)
+            USING ERRCODE = '22023';
+    END IF;
+    IF array_position(ids, NULL) IS NOT NULL OR array_position(svix_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION '_apply_deliveries: null inbox id or svix id' USING ERRCODE = '22004';
+    END IF;
+
+    -- Parse, validate and classify each delivery once, insert the events, collect the new ones.
+    WITH classified AS MATERIALIZED (
+        SELECT * FROM junction._classify_deliveries(ids, svix_ids)
+    ), inserted AS (
+        INSERT INTO junction.events AS ev
+            (svix_id, inbox_id, event_type, user_id, client_user_id, team_id, provider, resource,
+             received_at, payload)
+        SELECT c.svix_id, c.inbox_id, c.event_type, c.user_id, c.client_user_id, c.team_id,
+               c.provider, c.resource, c.received_at, c.payload
+        FROM classified AS c
+        ON CONFLICT (user_id, svix_id) DO NOTHING
+        RETURNING ev.svix_id
+    )
+    SELECT count(*),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'summary'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'timeseries'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'stream'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'connection'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'historical'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_order'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_appointment'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_critical'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'sense'),
+           array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'lab_report')
+      INTO accepted, summaries, timeseries, streams, conns, backfills, lab_orders, lab_appts, lab_crit, sense,
+           lab_jobs
+    FROM (SELECT cl.inbox_id, cl.family,
+                 ROW(cl.inbox_id, cl.user_id, cl.resource, cl.event_type, cl.received_at, cl.obj)::junction.typing_item AS item
+          FROM classified AS cl
+          JOIN inserted AS ins ON ins.svix_id = cl.svix_id) AS c;
+
+    -- Type the new events: one statement per target table.
+    IF summaries IS NOT NULL THEN PERFORM junction._upsert_summaries(summaries); END IF;
+    IF timeseries IS NOT NULL THEN PERFORM junction._upsert_samples(timeseries); END IF;
+    IF streams IS NOT NULL THEN PERFORM junction._upsert_workout_streams(streams); END IF;
+    IF conns IS NOT NULL THEN PERFORM junction._upsert_connections(conns); END IF;
+    IF backfills IS NOT NULL THEN PERFORM junction._upsert_backfills(backfills); END IF;
+    -- critical results before orders: an order typed in this batch then sees its critical flag
+    IF lab_crit IS NOT NULL THEN PERFORM junction._upsert_lab_critical(lab_crit); END IF;
+    IF lab_orders IS NOT NULL THEN PERFORM junction._upsert_lab_orders(lab_orders); END IF;
+    IF lab_appts IS NOT NULL THEN PERFORM junction._upsert_lab_appointments(lab_appts); END IF;
+    IF lab_jobs IS NOT NULL THEN PERFORM junction._upsert_lab_report_jobs(lab_jobs); END IF;
+    IF sense IS NOT NULL THEN PERFORM junction._upsert_sense(sense); END IF;
+
+    UPDATE junction.inbox
+    SET status = 'processed', processed_at = clock_timestamp(), attempts = attempts + 1,
+        error = NULL, sqlstate = NULL
+    WHERE id = ANY (ids);
+
+    RETURN accepted;
+END
+$fn$;
+COMMENT ON FUNCTION junction._apply_deliveries(bigint[], text[]) IS
+  'accept verified inbox rows (ids with their svix ids): parse, record events, type new ones, mark processed; raises on bad input';
+
+CREATE OR REPLACE FUNCTION junction._upsert_lab_orders(items junction.typing_item[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    n    bigint;
+    crit uuid[];
+BEGIN
+    -- the orders a critical result already names (read first: Citus plans no correlated subquery
+    -- on a distributed table beside a set-returning function)
+    crit := ARRAY(SELECT c.order_id
+                  FROM unnest(items) AS i
+                  JOIN junction.lab_critical_results AS c
+                    ON c.user_id = i.user_id AND c.order_id = (i.obj ->> 'id')::uuid);
+    INSERT INTO junction.lab_orders AS t
+        (user_id, id, team_id, status, low_level_status, events, lab_test_id, lab_test_slug,
+         lab_test_name, lab_test_method, lab_slug, sample_id, priority, billing_type, interpretation,
+         has_missing_results, expected_result_by_date, worst_case_result_by_date, patient_gender,
+         patient_dob, created_at, updated_at, critical, result_fetch_status, data, received_seq)
+    SELECT w.user_id, w.id, (w.obj ->> 'team_id')::uuid, w.obj ->> 'status',
+           (junction._lab_latest_event(w.obj -> 'events')).status, w.obj -> 'events',
+           (w.obj #>> '{lab_test,id}')::uuid, w.obj #>> '{lab_test,slug}', w.obj #>> '{lab_test,name}',
+           w.obj #>> '{lab_test,method}', w.obj #>> '{lab_test,lab,slug}', w.obj ->> 'sample_id',
+           (w.obj ->> 'priority')::boolean, w.obj ->> 'billing_type', w.obj ->> 'interpretation',
+           (w.obj ->> 'has_missing_results')::boolean, (w.obj ->> 'expected_result_by_date')::date,
+           (w.obj ->> 'worst_case_result_by_date')::date, w.obj #>> '{patient_details,gender}',
+           ((w.obj #>> '{patient_details,dob}')::timestamptz AT TIME ZONE 'UTC')::date,
+           (w.obj ->> 'created_at')::timestamptz, w.updated_at,
+           w.id = ANY (crit),
+           CASE WHEN junction._lab_results_due(w.obj ->> 'status', (junction._lab_latest_event(w.obj -> 'events')).status)
+                THEN 'pending' END,
+           w.obj, w.received_seq
+    FROM (SELECT DISTINCT ON (i.user_id, (i.obj ->> 'id')::uuid)
+                 i.received_seq, i.user_id, (i.obj ->> 'id')::uuid AS id,
+                 (i.obj ->> 'updated_at')::timestamptz AS updated_at, i.obj
+          FROM unnest(items) AS i
+          ORDER BY i.user_id, (i.obj ->> 'id')::uuid,
+                   coalesce((i.obj ->> 'updated_at')::timestamptz, '-infinity') DESC, i.received_seq DESC) AS w
+    ORDER BY w.user_id, w.id
+    ON CONFLICT (user_id, id) DO UPDATE
+    SET team_id = excluded.team_id, status = excluded.status, low_level_status = excluded.low_level_status,
+        events = excluded.events, lab_test_id = excluded.lab_test_id, lab_test_slug = excluded.lab_test_slug,
+        lab_test_name = excluded.lab_test_name, lab_test_method = excluded.lab_test_method,
+        lab_slug = excluded.lab_slug, sample_id = excluded.sample_id, priority = excluded.priority,
+        billing_type = excluded.billing_type, interpretation = excluded.interpretation,
+        has_missing_results = excluded.has_missing_results,
+        expected_result_by_date = excluded.expected_result_by_date,
+        worst_case_result_by_date = excluded.worst_case_result_by_date,
+        patient_gender = excluded.patient_gender, patient_dob = excluded.patient_dob,
+        created_at = excluded.created_at, updated_at = excluded.updated_at,
+        critical = t.critical OR excluded.critical, data = excluded.data, received_seq = excluded.received_seq,
+        -- a newly completed order, a new partial result, or a newer completed version (a corrected
+        -- result) is fetched (again)
+        result_fetch_status = CASE
+            WHEN junction._lab_results_due(excluded.status, excluded.low_level_status)
+                 AND (NOT junction._lab_results_due(t.status, t.low_level_status)
+                      OR t.low_level_status IS DISTINCT FROM excluded.low_level_status
+                      OR coalesce(jsonb_array_length(CASE jsonb_typeof(excluded.events) WHEN 'array' THEN excluded.events END), 0)
+                         > coalesce(jsonb_array_length(CASE jsonb_typeof(t.events) WHEN 'array' THEN t.events END), 0)
+                      OR t.result_fetch_status IS NULL OR excluded.updated_at > t.updated_at) THEN 'pending'
+            ELSE t.result_fetch_status END,
+        result_attempts = CASE
+            WHEN junction._lab_results_due(excluded.status, excluded.low_level_status)
+                 AND (NOT junction._lab_results_due(t.status, t.low_level_status)
+                      OR t.low_level_status IS DISTINCT FROM excluded.low_level_status
+                      OR coalesce(jsonb_array_length(CASE jsonb_typeof(excluded.events) WHEN 'array' THEN excluded.events END), 0)
+                         > coalesce(jsonb_array_length(CASE jsonb_typeof(t.events) WHEN 'array' THEN t.events END), 0)
+                      OR t.result_fetch_status IS NULL OR excluded.updated_at > t.updated_at) THEN 0
+            ELSE t.result_attempts END,
+        result_next_attempt_at = CASE
+            WHEN junction._lab_results_due(excluded.status, excluded.low_level_status)
+                 AND (NOT junction._lab_results_due(t.status, t.low_level_status)
+                      OR t.low_level_status IS DISTINCT FROM excluded.low_level_status
+                      OR coalesce(jsonb_array_length(CASE jsonb_typeof(excluded.events) WHEN 'array' THEN excluded.events END), 0)
+                         > coalesce(jsonb_array_length(CASE jsonb_typeof(t.events) WHEN 'array' THEN t.events END), 0)
+                      OR t.result_fetch_status IS NULL OR excluded.updated_at > t.updated_at) THEN NULL
+            ELSE t.result_next_attempt_at END
+    WHERE (coalesce(excluded.updated_at, '-infinity'), excluded.received_seq)
+        > (coalesce(t.updated_at, '-infinity'), t.received_seq);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_lab_orders(junction.typing_item[]) IS
+  'upsert lab orders; the newest updated_at wins, then the latest received; a completed order (or a new partial result) queues its result fetch';
+
+CREATE OR REPLACE FUNCTION junction._lab_result_failed(user_id uuid, order_id uuid, error text, sqlstate text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    max_attempts constant integer := 3;
+    status       text;
+    failed_at    constant timestamptz := clock_timestamp();
+BEGIN
+    UPDATE junction.lab_orders AS o
+    SET result_fetch_status = CASE WHEN o.result_attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+        -- the time outside the CASE (Citus: no non-IMMUTABLE function inside one); + null is null
+        result_next_attempt_at = failed_at + CASE WHEN o.result_attempts < max_attempts
+                                                  THEN interval '30 seconds' * power(4, o.result_attempts - 1) END,
+        result_fetch_error = left(coalesce(error, 'unknown error'), 2000),
+        result_sqlstate = _lab_result_failed.sqlstate
+    WHERE o.user_id = _lab_result_failed.user_id AND o.id = _lab_result_failed.order_id
+      AND o.result_fetch_status = 'running'
+    RETURNING o.result_fetch_status INTO status;
+    RETURN status;
+END
+$$;
+COMMENT ON FUNCTION junction._lab_result_failed(uuid, uuid, text, text) IS
+  'record a failed lab result fetch: pending again after a backoff while attempts < 3, else failed with the error and SQLSTATE';
+
+CREATE OR REPLACE FUNCTION junction._daily_sql(resources text[])
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    cands          text;
+    has_priorities boolean := EXISTS (SELECT FROM junction.source_priorities);
+BEGIN
+    -- One branch per resource: each (provider, source type) of a key's day reduced once to every
+    -- metric of the resource, then one row per metric the keys ask for on that day.
+    SELECT string_agg(format($q$
+    SELECT a.user_id, a.calendar_date, v.metric, %1$L::text AS resource, %2$L::text AS kind,
+           v.rank, a.provider COLLATE "default", a.source_type COLLATE "default", v.value
+    FROM (SELECT d.user_id, d.calendar_date, t.provider COLLATE "C" AS provider,
+                 t.source_type COLLATE "C" AS source_type, d.metrics, %3$s
+          FROM (SELECT k.user_id, k.calendar_date, array_agg(k.metric) AS metrics
+                FROM k WHERE k.metric IN (%4$s) GROUP BY k.user_id, k.calendar_date) AS d
+          JOIN %5$s AS t ON %6$s
+          GROUP BY d.user_id, d.calendar_date, d.metrics, t.provider COLLATE "C", t.source_type COLLATE "C") AS a
+    CROSS JOIN LATERAL (VALUES %7$s) AS v(metric, rank, value)
+    WHERE v.metric = ANY (a.metrics)$q$,
+               x.resource, x.kind, x.aggs, x.metrics, x.tbl, x.cond, x.vals),
+           E'\n    UNION ALL' ORDER BY x.resource, x.part)
+      INTO cands
+    FROM (
+        SELECT m.resource, r.kind, m.part,
+               string_agg(format('%s AS %I', CASE
+                 -- a timeseries day combines its hours of junction.daily_parts
+                 WHEN r.kind = 'timeseries' THEN CASE m.aggregate
+                   WHEN 'sum' THEN 'sum(t.sum)'
+                   WHEN 'avg' THEN 'sum(t.sum) / nullif(sum(t.n), 0)'
+                   WHEN 'min' THEN 'min(t.min)'
+                   WHEN 'max' THEN 'max(t.max)'
+                   WHEN 'count' THEN 'sum(t.n)::double precision'
+                   ELSE '(array_agg(t.last_value ORDER BY t.hour DESC))[1]'
+                 END
+                 WHEN m.aggregate = 'pick' THEN
+                   format('(array_agg((%1$s)::double precision ORDER BY %2$s) FILTER (WHERE (%1$s) IS NOT NULL))[1]',
+                          m.value_sql, m.order_sql)
+                 WHEN m.aggregate = 'count' THEN format('count(NULLIF(%s, false))::double precision', m.value_sql)
+                 ELSE format('%s((%s)::double precision)', m.aggregate, m.value_sql)
+               END, 'm_' || m.metric), ', ' ORDER BY m.metric) AS aggs,
+               -- a timeseries metric's value_sql is over t.value, the reduced number
+               string_agg(format('(%L, %s, %s)', m.metric, m.rank, CASE
+                 WHEN r.kind = 'timeseries' AND m.value_sql <> 't.value' THEN
+                   format('(SELECT (%s)::double precision FROM (SELECT a.%I AS value) AS t)', m.value_sql, 'm_' || m.metric)
+                 ELSE format('a.%I', 'm_' || m.metric)
+               END), ', ' ORDER BY m.metric) AS vals,
+               CASE r.kind WHEN 'timeseries' THEN 'junction.daily_parts'
+                           ELSE format('junction.%I', min(r.table_name)) END AS tbl,
+               CASE r.kind
+                 WHEN 'timeseries' THEN format(
+                   't.user_id = d.user_id AND t.resource = %L AND t.calendar_date = d.calendar_date AND t.part = %L',
+                   m.resource, m.part)
+                 ELSE 't.user_id = d.user_id AND t.calendar_date = d.calendar_date'
+               END AS cond,
+               string_agg(quote_literal(m.metric), ', ' ORDER BY m.metric) AS metrics
+        FROM junction.daily_metrics AS m
+        JOIN junction.resources AS r ON r.name = m.resource AND r.kind IN ('summary', 'timeseries')
+        WHERE m.metric IN (SELECT f.metric FROM junction.daily_metrics AS f WHERE f.resource = ANY (resources))
+        -- one branch per resource and part (a timeseries' parts are rows of junction.daily_parts;
+        -- a summary's metrics read its typed rows, and part means nothing to them)
+        GROUP BY m.resource, r.kind, m.part
+    ) AS x;
+
+    -- every key also gets a row without a value: it wins only when no candidate has one, and then
+    -- the key's junction.daily row goes
+    RETURN format($q$
+WITH k AS MATERIALIZED (
+    SELECT DISTINCT k.user_id, k.calendar_date, m.metric
+    FROM unnest($1::junction.daily_key[]) AS k
+    JOIN junction.daily_metrics AS m ON m.resource = k.resource
+    WHERE k.user_id IS NOT NULL AND k.calendar_date IS NOT NULL
+), c AS (%1$s
+    SELECT k.user_id, k.calendar_date, k.metric, NULL::text, NULL::text, NULL::integer, NULL::text,
+           NULL::text, NULL::double precision
+    FROM k
+), w AS MATERIALIZED (
+    SELECT DISTINCT ON (c.user_id, c.calendar_date, c.metric COLLATE "C")
+           c.user_id, c.calendar_date, c.metric, nullif(c.value, 'NaN') AS value, c.resource, c.provider,
+           c.source_type,
+           count(nullif(c.value, 'NaN')) OVER (PARTITION BY c.user_id, c.calendar_date, c.metric COLLATE "C") AS candidates
+    FROM c%2$s
+    -- names in "C" order: the same winner whatever the database's collation
+    ORDER BY c.user_id, c.calendar_date, c.metric COLLATE "C", nullif(c.value, 'NaN') IS NULL,
+             %3$s NULLS LAST, junction.default_source_rank(c.provider, c.source_type), c.rank,
+             c.provider COLLATE "C", c.source_type COLLATE "C", c.resource COLLATE "C"
+), up AS (
+    INSERT INTO junction.daily AS d
+        (user_id, calendar_date, metric, value, unit, provider, source_type, resource, candidates, updated_at)
+    SELECT w.user_id, w.calendar_date, w.metric, w.value, m.unit, w.provider, w.source_type, w.resource,
+           w.candidates, now()
+    FROM w JOIN junction.daily_metrics AS m ON m.metric = w.metric AND m.resource = w.resource
+    WHERE w.value IS NOT NULL
+    ORDER BY w.user_id, w.calendar_date, w.metric
+    ON CONFLICT (user_id, calendar_date, metric) DO UPDATE
+    SET value = excluded.value, unit = excluded.unit, provider = excluded.provider,
+        source_type = excluded.source_type, resource = excluded.resource,
+        candidates = excluded.candidates, updated_at = excluded.updated_at
+    WHERE (d.value, d.unit, d.provider, d.source_type, d.resource, d.candidates)
+          IS DISTINCT FROM (excluded.value, excluded.unit, excluded.provider, excluded.source_type,
+                            excluded.resource, excluded.candidates)
+    RETURNING 1
+), gone AS (
+    DELETE FROM junction.daily AS d
+    USING w
+    WHERE w.value IS NULL
+      AND d.user_id = w.user_id AND d.calendar_date = w.calendar_date AND d.metric = w.metric
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM up) + (SELECT count(*) FROM gone)$q$, coalesce(cands || E'\n    UNION ALL', ''),
+    CASE WHEN has_priorities THEN $q$
+    -- the priority that applies (as junction.source_priority says)
+    LEFT JOIN LATERAL (
+        SELECT p.priority
+        FROM junction.source_priorities AS p
+        WHERE p.resource = ANY (ARRAY[c.resource, CASE WHEN c.kind = 'timeseries' THEN 'timeseries' END])
+          AND p.provider = c.provider
+          AND (p.source_type = c.source_type OR p.source_type = '')
+        ORDER BY p.resource = c.resource DESC, p.source_type <> '' DESC, p.origin = 'team' DESC
+        LIMIT 1) AS pr ON c.value IS NOT NULL$q$ ELSE '' END,
+    CASE WHEN has_priorities THEN 'pr.priority' ELSE 'NULL::integer' END);
+END
+$fn$;
+COMMENT ON FUNCTION junction._daily_sql(text[]) IS
+  'the statement that recomputes the junction.daily values of the days $1 (junction.daily_key[]) from their candidates, for the metrics the resources feed';
+
+CREATE OR REPLACE FUNCTION junction._daily_parts_refresh(hours junction.daily_hour[])
+RETURNS junction.daily_key[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    gone  junction.daily_key[];
+    fresh junction.daily_key[];
+    -- the parts the metrics read, and whether one picks the last value: read here, not joined in
+    -- the statement below (on Citus the registry is local to the coordinator, the samples are not)
+    mp_resource text[];
+    mp_part     text[];
+    mp_pick     boolean[];
+BEGIN
+    SELECT array_agg(m.resource), array_agg(m.part), array_agg(m.pick)
+      INTO mp_resource, mp_part, mp_pick
+    FROM (SELECT dm.resource, dm.part, bool_or(dm.aggregate = 'pick') AS pick
+          FROM junction.daily_metrics AS dm GROUP BY dm.resource, dm.part) AS m;
+    IF hours IS NULL OR cardinality(hours) = 0 THEN
+        RETURN NULL;
+    END IF;
+    -- the hours' rows, recomputed: changed ones updated in place (a HOT update: no indexed column
+    -- changes), new ones inserted; unchanged ones left alone, and their days with them
+    WITH i AS (
+        INSERT INTO junction.daily_parts AS p
+            (user_id, resource, hour, calendar_date, provider, source_type, part, n, sum, min, max, last_value)
+        SELECT g.user_id, g.resource, g.hour, g.calendar_date, g.provider, g.source_type, g.part, g.n, g.sum, g.min,
+               g.max, g.last_value
+        FROM (SELECT h.user_id, h.resource COLLATE "C" AS resource, h.hour, s.calendar_date,
+                     s.provider COLLATE "C" AS provider, s.source_type COLLATE "C" AS source_type,
+                     h.part COLLATE "C" AS part,
+                     count(*) AS n, sum(s.value) AS sum, min(s.value) AS min, max(s.value) AS max,
+                     -- the last value, only for the parts a metric picks it from
+                     (array_agg(s.value ORDER BY s.time DESC, s.type DESC, s.workout_id DESC)
+                        FILTER (WHERE h.pick))[1] AS last_value
+              FROM (SELECT DISTINCT h.user_id, h.resource, h.hour, mp.part, mp.pick
+                    FROM unnest(hours) AS h
+                    -- the parts the resource's metrics read (most have one: the samples' value)
+                    JOIN unnest(mp_resource, mp_part, mp_pick) AS mp(resource, part, pick)
+                      ON mp.resource = h.resource) AS h
+              -- one range scan of junction.samples' key per hour
+              CROSS JOIN LATERAL (
+                  SELECT coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date AS calendar_date,
+                         s.provider, s.source_type, junction._daily_part_value(h.part, s.type, s.value, s.extra) AS value,
+                         s.time, s.type, s.workout_id
+                  FROM junction.samples AS s
+                  WHERE s.user_id = h.user_id AND s.resource = h.resource
+                    AND s.time >= h.hour AND s.time < h.hour + interval '1 hour'
+                  ) AS s
+              WHERE s.value IS NOT NULL
+              -- "C": grouping sorts by byte, not by the database's collation
+              GROUP BY h.user_id, h.resource COLLATE "C", h.hour, s.calendar_date, s.provider COLLATE "C",
+                       s.source_type COLLATE "C", h.part COLLATE "C") AS g
+        ORDER BY 1, 2, 3, 4, 5, 6, 7
+        ON CONFLICT (user_id, resource, hour, calendar_date, provider, source_type, part) DO UPDATE
+        SET n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max,
+            last_value = excluded.last_value
+        WHERE (p.n, p.sum, p.min, p.max, p.last_value)
+              IS DISTINCT FROM (excluded.n, excluded.sum, excluded.min, excluded.max, excluded.last_value)
+        RETURNING p.user_id, p.calendar_date, p.resource
+    )
+    SELECT array_agg(ROW(x.user_id, x.calendar_date, x.resource)::junction.daily_key) INTO fresh
+    FROM (SELECT DISTINCT i.user_id, i.calendar_date, i.resource FROM i) AS x;
+    -- rows of those hours without a sample left (values gone, or moved to another local day)
+    WITH d AS (
+        DELETE FROM junction.daily_parts AS p
+        USING (SELECT DISTINCT h.user_id, h.resource, h.hour FROM unnest(hours) AS h) AS h
+        WHERE p.user_id = h.user_id AND p.resource = h.resource AND p.hour = h.hour
+          AND NOT EXISTS (SELECT FROM junction.samples AS s
+                          WHERE s.user_id = p.user_id AND s.resource = p.resource
+                            AND s.time >= p.hour AND s.time < p.hour + interval '1 hour'
+                            AND s.provider = p.provider AND s.source_type = p.source_type
+                            AND junction._daily_part_value(p.part, s.type, s.value, s.extra) IS NOT NULL
+                            AND coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date = p.calendar_date)
+        RETURNING p.user_id, p.calendar_date, p.resource
+    )
+    SELECT array_agg(ROW(x.user_id, x.calendar_date, x.resource)::junction.daily_key) INTO gone
+    FROM (SELECT DISTINCT d.user_id, d.calendar_date, d.resource FROM d) AS x;
+    RETURN coalesce(gone, '{}'::junction.daily_key[]) || coalesce(fresh, '{}'::junction.daily_key[]);
+END
+$fn$;
+COMMENT ON FUNCTION junction._daily_parts_refresh(junction.daily_hour[]) IS
+  'recompute the junction.daily_parts rows of the given (user, resource, UTC hour) from junction.samples; returns the days they were and are on';
+
+CREATE OR REPLACE FUNCTION junction._backfill_claim()
+RETURNS SETOF junction.backfill_job
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c  record;
+    -- a value, not a call, in the claiming UPDATEs: Citus runs no VOLATILE function in an UPDATE
+    -- of a distributed table
+    ts timestamptz;
+BEGIN
+    IF NOT junction._api_key_configured(false) THEN
+        RETURN;
+    END IF;
+    -- lab results first: a completed (or critical) order is waited for by a clinician
+    FOR c IN
+        SELECT o.user_id, o.id
+        FROM junction.lab_orders AS o
+        WHERE o.result_fetch_status = 'pending'
+          AND (o.result_next_attempt_at IS NULL OR o.result_next_attempt_at <= clock_timestamp()
+               OR o.result_attempts = 0)
+        ORDER BY coalesce(o.result_next_attempt_at, o.updated_at), o.user_id, o.id
+        LIMIT 16
+    LOOP
+        PERFORM FROM junction.lab_orders AS o
+        WHERE o.user_id = c.user_id AND o.id = c.id AND o.result_fetch_status = 'pending'
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        RETURN QUERY
+        UPDATE junction.lab_orders AS t
+        SET result_fetch_status = 'running', result_attempts = t.result_attempts + 1,
+            result_claimed_by = pg_backend_pid()
+        WHERE t.user_id = c.user_id AND t.id = c.id
+        RETURNING 'lab_result'::text, t.user_id, NULL::text, 'lab_result'::text,
+                  NULL::timestamptz, NULL::timestamptz, NULL::uuid, t.id;
+        RETURN;
+    END LOOP;
+    FOR c IN
+        WITH due AS (
+            SELECT DISTINCT b.user_id
+            FROM junction.backfills AS b
+            WHERE b.fetch_status = 'pending'
+              AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= clock_timestamp() OR b.attempts = 0)
+        ), users AS (
+            SELECT r.user_id, count(*) FILTER (WHERE r.fetch_status = 'running') AS running,
+                   max(r.started_at) AS last_started
+            FROM junction.backfills AS r
+            WHERE r.user_id IN (SELECT due.user_id FROM due)
+            GROUP BY r.user_id
+        )
+        SELECT b.user_id, b.provider, b.resource
+        FROM junction.backfills AS b
+        JOIN users AS u ON u.user_id = b.user_id
+        WHERE b.fetch_status = 'pending'
+          AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= clock_timestamp() OR b.attempts = 0)
+        ORDER BY u.running, u.last_started NULLS FIRST, coalesce(b.next_attempt_at, b.completed_at),
+                 b.user_id, b.provider, b.resource
+        LIMIT 16
+    LOOP
+        PERFORM FROM junction.backfills AS b
+        WHERE b.user_id = c.user_id AND b.provider = c.provider AND b.resource = c.resource
+          AND b.fetch_status = 'pending'
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        ts := clock_timestamp();
+        RETURN QUERY
+        UPDATE junction.backfills AS t
+        SET fetch_status = 'running', attempts = t.attempts + 1, updated_at = now(),
+            started_at = ts, claimed_by = pg_backend_pid(), run_rows = 0
+        WHERE t.user_id = c.user_id AND t.provider = c.provider AND t.resource = c.resource
+        RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid, NULL::uuid;
+        RETURN;
+    END LOOP;
+    FOR c IN
+        SELECT w.user_id, w.workout_id
+        FROM junction.workout_streams AS w
+        WHERE w.fetch_status = 'pending'
+          AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= clock_timestamp() OR w.attempts = 0)
+        ORDER BY coalesce(w.next_attempt_at, w.updated_at), w.user_id, w.workout_id
+        LIMIT 16
+    LOOP
+        PERFORM FROM junction.workout_streams AS w
+        WHERE w.user_id = c.user_id AND w.workout_id = c.workout_id AND w.fetch_status = 'pending'
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        RETURN QUERY
+        UPDATE junction.workout_streams AS t
+        SET fetch_status = 'running', attempts = t.attempts + 1, updated_at = now(), claimed_by = pg_backend_pid()
+        WHERE t.user_id = c.user_id AND t.workout_id = c.workout_id
+        RETURNING 'workout_stream'::text, t.user_id, t.provider, 'workout_stream'::text,
+                  NULL::timestamptz, NULL::timestamptz, t.workout_id, NULL::uuid;
+        RETURN;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION junction._backfill_claim() IS
+  'claim one due backfill job (candidates read unlocked, then each locked by key with SKIP LOCKED; fewest running jobs per user first, then the user served longest ago), mark it running for this backend, count the attempt; none while no API key is configured';
+
+CREATE OR REPLACE FUNCTION junction._backfill_step(kind text, user_id uuid, provider text, resource text,
+                                        start_date timestamptz, end_date timestamptz, workout_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b      junction.backfills;
+    res    junction.resources;
+    groups jsonb;
+    items  junction.typing_item[];
+    nc     text;
+    use_fast boolean;
+    n      bigint := 0;
+    page_at timestamptz;
+BEGIN
+    IF kind = 'range' THEN
+        SELECT * INTO b FROM junction.backfills AS x
+        WHERE x.user_id = _backfill_step.user_id AND x.provider = _backfill_step.provider
+          AND x.resource = _backfill_step.resource AND x.fetch_status = 'running'
+        FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN true;                    -- re-queued by a newer event meanwhile
+        END IF;
+        IF NOT EXISTS (SELECT FROM junction.resources AS r
+                       WHERE r.name = _backfill_step.resource AND r.event_prefix = 'daily.data') THEN
+            -- a resource we do not type (yet): nothing to fetch, and retrying will not help
+            UPDATE junction.backfills AS x
+            SET fetch_status = 'unsupported', rows_loaded = 0, next_attempt_at = NULL, updated_at = now(),
+                fetch_error = format('resource %s is not in junction.resources', quote_literal(_backfill_step.resource))
+            WHERE x.user_id = b.user_id AND x.provider = b.provider AND x.resource = b.resource;
+            RETURN true;
+        END IF;
+        res := junction._api_resource(resource);
+        IF res.kind = 'timeseries' THEN
+            -- the first-backfill fast path (plain INSERTs) is decided at the first page: the user
+            -- has no sample of this resource in or near the range. A page that meets a key after
+            -- all (a concurrent writer, one key on two pages) rolls back to ON CONFLICT, for good.
+            use_fast := coalesce(b.fast, NOT EXISTS (
+                SELECT FROM junction.samples AS x
+                WHERE x.user_id = b.user_id AND x.resource = res.name
+                  AND x.time >= b.start_date - interval '2 days'
+                  AND x.time <= coalesce(b.end_date, 'infinity') + interval '2 days'));
+            SELECT t.groups, t.next_cursor INTO groups, nc
+            FROM junction._timeseries_page(res, user_id, start_date, end_date, provider, b.cursor) AS t;
+            items := junction._page_items(user_id, res.name, groups);
+            IF items IS NOT NULL AND use_fast AND junction._subxact_room() THEN
+                BEGIN
+                    n := junction._upsert_samples(items, false);
+                EXCEPTION WHEN unique_violation THEN
+                    use_fast := false;
+                    n := junction._upsert_samples(items, true);
+                END;
+            ELSIF items IS NOT NULL THEN
+                n := junction._upsert_samples(items, true);
+            END IF;
+        ELSE
+            -- one request (a summary range; the workouts whose streams are queued, one job each)
+            n := junction._sync_resource(user_id, resource, start_date, end_date, provider, false);
+        END IF;
+        page_at := clock_timestamp();
+        UPDATE junction.backfills AS x
+        SET cursor = nc, pages_done = x.pages_done + 1, rows_loaded = coalesce(x.rows_loaded, 0) + n,
+            run_rows = x.run_rows + n,
+            fast = use_fast, last_page_at = page_at, attempts = 1,
+            fetch_status = CASE WHEN nc IS NULL THEN 'done' ELSE 'running' END,
+            fetch_error = NULL, sqlstate = NULL, next_attempt_at = NULL, updated_at = now()
+        WHERE x.user_id = b.user_id AND x.provider = b.provider AND x.resource = b.resource;
+        RETURN nc IS NULL;
+    ELSIF kind = 'workout_stream' THEN
+        IF workout_id IS NULL THEN
+            RAISE EXCEPTION 'a workout_stream job needs a workout_id' USING ERRCODE = '22004';
+        END IF;
+        UPDATE junction.workout_streams AS s
+        SET data = @extschema@.junction_fetch_workout_stream(_backfill_step.workout_id),
+            fetch_status = 'done', fetch_error = NULL, sqlstate = NULL, next_attempt_at = NULL,
+            fetched_at = now(), updated_at = now()
+        WHERE s.user_id = _backfill_step.user_id AND s.workout_id = _backfill_step.workout_id
+          AND s.fetch_status = 'running';   -- no row if a newer notification re-queued it meanwhile
+        RETURN true;
+    END IF;
+    RAISE EXCEPTION 'unknown backfill job kind %', coalesce(quote_literal(kind), 'NULL') USING ERRCODE = '22023';
+END
+$$;
+COMMENT ON FUNCTION junction._backfill_step(text, uuid, text, text, timestamptz, timestamptz, uuid) IS
+  'one checkpointed step of a claimed backfill job (the next timeseries page from the cursor, or the whole of any other job); true when no further step is needed';
+
+CREATE OR REPLACE FUNCTION junction._backfill_step(job junction.backfill_job)
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE WHEN job.kind = 'lab_result'
+                   -- one step: fetch and load the order's results (whatever the row count)
+                   THEN (SELECT true FROM junction._lab_result_run(job.user_id,
+                                                                 junction._require(job.order_id, 'order_id')) AS n)
+                   ELSE junction._backfill_step(job.kind, job.user_id, job.provider, job.resource,
+                                                job.start_date, job.end_date, job.workout_id) END $$;
+COMMENT ON FUNCTION junction._backfill_step(junction.backfill_job) IS
+  'junction._backfill_step for a claimed job row (a lab_result job: junction._lab_result_run, in one step)';
+
+CREATE OR REPLACE FUNCTION junction._backfill_failed(kind text, user_id uuid, provider text, resource text,
+                                          start_date timestamptz, end_date timestamptz, workout_id uuid,
+                                          error text, sqlstate text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+-- start_date and end_date are unused: a running job is found by its key alone, and the job's
+-- fields travel together (junction.backfill_job), so the extra plpgsql_check warnings are off.
+-- @plpgsql_check_options: extra_warnings = off
+DECLARE
+    max_attempts constant integer := 3;
+    status       text;
+    failed_at    constant timestamptz := clock_timestamp();
+BEGIN
+    IF kind = 'range' THEN
+        UPDATE junction.backfills AS b
+        SET fetch_status = CASE WHEN b.attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+            -- the time outside the CASE (Citus: no non-IMMUTABLE function inside one); + null is null
+            next_attempt_at = failed_at + CASE WHEN b.attempts < max_attempts
+                                               THEN interval '30 seconds' * power(4, b.attempts - 1) END,
+            fetch_error = left(coalesce(error, 'unknown error'), 2000),
+            sqlstate = _backfill_failed.sqlstate, updated_at = now()
+        WHERE b.user_id = _backfill_failed.user_id AND b.provider = _backfill_failed.provider
+          AND b.resource = _backfill_failed.resource AND b.fetch_status = 'running'
+        RETURNING b.fetch_status INTO status;
+    ELSIF kind = 'workout_stream' THEN
+        UPDATE junction.workout_streams AS s
+        SET fetch_status = CASE WHEN s.attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+            -- the time outside the CASE (Citus: no non-IMMUTABLE function inside one); + null is null
+            next_attempt_at = failed_at + CASE WHEN s.attempts < max_attempts
+                                               THEN interval '30 seconds' * power(4, s.attempts - 1) END,
+            fetch_error = left(coalesce(error, 'unknown error'), 2000),
+            sqlstate = _backfill_failed.sqlstate, updated_at = now()
+        WHERE s.user_id = _backfill_failed.user_id AND s.workout_id = _backfill_failed.workout_id
+          AND s.fetch_status = 'running'
+        RETURNING s.fetch_status INTO status;
+    ELSE
+        RAISE EXCEPTION 'unknown backfill job kind %', coalesce(quote_literal(kind), 'NULL') USING ERRCODE = '22023';
+    END IF;
+    RETURN status;
+END
+$$;
+COMMENT ON FUNCTION junction._backfill_failed(text, uuid, text, text, timestamptz, timestamptz, uuid, text, text) IS
+  'record a failed backfill run: pending again after a backoff while attempts < 3, else failed with the error and SQLSTATE';
+
+CREATE OR REPLACE FUNCTION junction._backfill_failed(job junction.backfill_job, error text, sqlstate text)
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE WHEN job.kind = 'lab_result'
+                   THEN junction._lab_result_failed(job.user_id, job.order_id, error, sqlstate)
+                   ELSE junction._backfill_failed(job.kind, job.user_id, job.provider, job.resource,
+                                                  job.start_date, job.end_date, job.workout_id, error,
+                                                  sqlstate) END $$;
+COMMENT ON FUNCTION junction._backfill_failed(junction.backfill_job, text, text) IS
+  'junction._backfill_failed for a claimed job row (a lab_result job: junction._lab_result_failed)';
+
+-- ---------------------------------------------------------------------------------------------
+-- Scaling out on Citus (README, "Scaling out with Citus").
+--   * every per-user table (a table of schema junction with a user_id column) is distributed by
+--     user_id, all colocated with junction.samples: one user's rows of every table live on one
+--     shard group, so each upsert, each user's query and each join between them is routed to a
+--     single node;
+--   * the small registries read inside those per-user statements (resources, daily_metrics,
+--     source_priorities, sense_queries) become reference tables, a copy on every node;
+--   * the inbox, the signing secrets and junction.daily's work queues stay local to the coordinator:
+--     receivers insert there, the workers verify there and claim work there (SKIP LOCKED over a
+--     whole queue is a single-node operation), and the secrets are never copied to another node.
+-- The same SQL serves one Postgres and Citus: nothing here changes a statement, only where rows live.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION junction._distribution_plan()
+RETURNS TABLE (tbl regclass, placement text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.oid::regclass,
+           CASE
+             WHEN c.relname IN ('inbox', 'webhook_secrets', 'daily_pending_hours', 'daily_pending_days', 'resources', 'daily_metrics', 'source_priorities', 'sense_queries') THEN 'local'
+             WHEN EXISTS (SELECT 1 FROM pg_attribute AS a
+                          WHERE a.attrelid = c.oid AND a.attname = 'user_id' AND NOT a.attisdropped)
+               THEN 'distributed'
+             ELSE 'reference'
+           END
+    FROM pg_class AS c
+    JOIN pg_depend AS d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+    JOIN pg_extension AS e ON e.oid = d.refobjid AND e.extname = 'junction'
+    WHERE c.relkind IN ('r', 'p')
+    -- samples first: the others are colocated with it
+    ORDER BY c.relname <> 'samples', c.relname
+$$;
+COMMENT ON FUNCTION junction._distribution_plan() IS
+  'where junction_distribute() puts each table of the extension: distributed (by user_id), reference or local';
+
+CREATE FUNCTION junction_distribute(shard_count integer DEFAULT NULL)
+RETURNS SETOF regclass
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+-- Citus' functions and catalogs exist only where Citus is installed: they are named in constant
+-- strings and called through EXECUTE (no caller's text reaches a statement; values go with USING).
+-- @plpgsql_check_options: security_warnings = off
+DECLARE
+    citus   text := 'pg_catalog.';
+    p       record;
+    done    boolean;
+    coord   boolean;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'junction_distribute: Citus is not installed in this database'
+            USING ERRCODE = '55000',
+                  HINT = 'Add citus (first) to shared_preload_libraries, CREATE EXTENSION citus, add the '
+                         'worker nodes, then call junction_distribute() on the coordinator.';
+    END IF;
+    EXECUTE 'SELECT ' || citus || 'citus_is_coordinator()' INTO coord;
+    IF NOT coord THEN
+        RAISE EXCEPTION 'junction_distribute: this node is not the Citus coordinator'
+            USING ERRCODE = '55000',
+                  HINT = 'Call it on the coordinator; the worker nodes hold the shards it creates.';
+    END IF;
+    IF shard_count IS NOT NULL AND shard_count NOT BETWEEN 1 AND 64000 THEN
+        RAISE EXCEPTION 'junction_distribute: shard_count must be between 1 and 64000, not %', shard_count
+            USING ERRCODE = '22023', HINT = 'Leave it null for citus.shard_count.';
+    END IF;
+
+    FOR p IN SELECT * FROM junction._distribution_plan() WHERE placement <> 'local' LOOP
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM ' || citus || 'pg_dist_partition WHERE logicalrelid = $1)'
+            INTO done USING p.tbl;
+        CONTINUE WHEN done;             -- already distributed (or reference): idempotent
+        IF p.placement = 'reference' THEN
+            EXECUTE 'SELECT ' || citus || 'create_reference_table($1)' USING p.tbl;
+        ELSIF p.tbl = 'junction.samples'::regclass THEN
+            EXECUTE 'SELECT ' || citus || 'create_distributed_table($1, ''user_id'', shard_count => $2)'
+                USING p.tbl, shard_count;
+        ELSE
+            EXECUTE 'SELECT ' || citus || 'create_distributed_table($1, ''user_id'', colocate_with => ''junction.samples'')'
+                USING p.tbl;
+        END IF;
+        -- rows that were there before are now on the shards; drop the coordinator's local copy
+        EXECUTE 'SELECT ' || citus || 'truncate_local_data_after_distributing_table($1)' USING p.tbl;
+        RETURN NEXT p.tbl;
+    END LOOP;
+END
+$fn$;
+COMMENT ON FUNCTION junction_distribute(integer) IS
+  'on a Citus coordinator: distribute every per-user table by user_id (colocated), make the registries reference tables; idempotent, returns the tables it changed';
+REVOKE ALL ON FUNCTION junction._distribution_plan() FROM PUBLIC;
+REVOKE ALL ON FUNCTION junction_distribute(integer) FROM PUBLIC;
+
+
 -- junction.daily from the data already stored (issue 12's section leaves it to here)
 SELECT junction_rebuild_daily() >= 0 AS daily_built;
