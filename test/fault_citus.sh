@@ -173,6 +173,17 @@ check "events are on both workers" \
     "[ \"\$(c -c \"WITH r AS (SELECT shardid, result::bigint AS n FROM run_command_on_shards('junction.events', 'SELECT count(*) FROM %s'))
                   SELECT count(DISTINCT p.groupid) FROM r JOIN pg_dist_placement p USING (shardid) WHERE r.n > 0\")\" = 2 ]"
 
+# the queries users run name one user: each is routed to the one shard that holds the user
+U1=0190b2a0-0000-7000-8000-000000000001
+for q in "SELECT time, value FROM junction.samples WHERE user_id = '$U1' AND resource = 'heartrate' AND time >= '2025-06-10' AND time < '2025-06-11' ORDER BY time" \
+         "SELECT * FROM junction.sleep WHERE user_id = '$U1' ORDER BY calendar_date DESC LIMIT 1" \
+         "SELECT provider, error_type FROM junction.connections WHERE user_id = '$U1' AND status = 'error'" \
+         "SELECT calendar_date, metric, value FROM junction.daily WHERE user_id = '$U1' AND calendar_date >= '2025-06-01' ORDER BY 1, 2"; do
+    check "routed to one shard: ${q:0:60}..." "c -c \"EXPLAIN (COSTS OFF) $q\" | grep -q 'Task Count: 1\$'"
+done
+check "the fleet-wide question (who is disconnected) runs on every shard in parallel" \
+    "c -c \"EXPLAIN (COSTS OFF) SELECT user_id, provider FROM junction.connections WHERE status = 'error'\" | grep -q 'Task Count: 4\$'"
+
 # ---- 3. the API client into distributed tables ----
 A=5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d61
 for f in s c; do

@@ -617,6 +617,8 @@ AS $fn$
 DECLARE
     res  junction.resources;
     keys junction.daily_key[];
+    uids uuid[];
+    ids  uuid[];
 BEGIN
     SELECT * INTO res FROM junction.resources AS r
     WHERE r.name = _daily_summary_keys.resource AND r.kind = 'summary'
@@ -624,16 +626,21 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
+    -- the keys alone go into the statement on the table (on Citus, to every shard): not the objects
+    SELECT array_agg(b.user_id), array_agg(b.id) INTO uids, ids
+    FROM (SELECT DISTINCT i.user_id, (i.obj ->> res.id_field)::uuid AS id
+          FROM unnest(items) AS i
+          WHERE i.resource = _daily_summary_keys.resource
+            AND (i.obj ->> res.id_field) ~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$') AS b;
+    IF uids IS NULL THEN
+        RETURN NULL;
+    END IF;
     EXECUTE format($q$
-        SELECT array_agg(DISTINCT ROW(t.user_id, t.calendar_date, $2)::junction.daily_key)
+        SELECT array_agg(DISTINCT ROW(t.user_id, t.calendar_date, $3)::junction.daily_key)
         FROM junction.%I AS t
-        JOIN (SELECT DISTINCT i.user_id, (i.obj ->> %L)::uuid AS id
-              FROM unnest($1) AS i
-              WHERE i.resource = $2
-                AND (i.obj ->> %L) ~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$') AS b
-          ON t.user_id = b.user_id AND t.id = b.id
-        WHERE t.calendar_date IS NOT NULL$q$, res.table_name, res.id_field, res.id_field)
-      INTO keys USING items, resource;
+        JOIN unnest($1, $2) AS b(user_id, id) ON t.user_id = b.user_id AND t.id = b.id
+        WHERE t.calendar_date IS NOT NULL$q$, res.table_name)
+      INTO keys USING uids, ids, resource;
     RETURN keys;
 END
 $fn$;

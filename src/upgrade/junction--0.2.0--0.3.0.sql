@@ -4355,6 +4355,46 @@ $fn$;
 COMMENT ON FUNCTION junction._daily_parts_refresh(junction.daily_hour[]) IS
   'recompute the junction.daily_parts rows of the given (user, resource, UTC hour) from junction.samples; returns the days they were and are on';
 
+CREATE OR REPLACE FUNCTION junction._daily_summary_keys(items junction.typing_item[], resource text)
+RETURNS junction.daily_key[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+-- The EXECUTEd text names a summary table from the registry (quote_ident); values are passed with USING.
+-- @plpgsql_check_options: security_warnings = off
+DECLARE
+    res  junction.resources;
+    keys junction.daily_key[];
+    uids uuid[];
+    ids  uuid[];
+BEGIN
+    SELECT * INTO res FROM junction.resources AS r
+    WHERE r.name = _daily_summary_keys.resource AND r.kind = 'summary'
+      AND EXISTS (SELECT FROM junction.daily_metrics AS m WHERE m.resource = r.name);
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    -- the keys alone go into the statement on the table (on Citus, to every shard): not the objects
+    SELECT array_agg(b.user_id), array_agg(b.id) INTO uids, ids
+    FROM (SELECT DISTINCT i.user_id, (i.obj ->> res.id_field)::uuid AS id
+          FROM unnest(items) AS i
+          WHERE i.resource = _daily_summary_keys.resource
+            AND (i.obj ->> res.id_field) ~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$') AS b;
+    IF uids IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format($q$
+        SELECT array_agg(DISTINCT ROW(t.user_id, t.calendar_date, $3)::junction.daily_key)
+        FROM junction.%I AS t
+        JOIN unnest($1, $2) AS b(user_id, id) ON t.user_id = b.user_id AND t.id = b.id
+        WHERE t.calendar_date IS NOT NULL$q$, res.table_name)
+      INTO keys USING uids, ids, resource;
+    RETURN keys;
+END
+$fn$;
+COMMENT ON FUNCTION junction._daily_summary_keys(junction.typing_item[], text) IS
+  'the (user, calendar_date, resource) keys of the stored summaries a batch names (resources with daily metrics only)';
+
 CREATE OR REPLACE FUNCTION junction._backfill_claim()
 RETURNS SETOF junction.backfill_job
 LANGUAGE plpgsql VOLATILE
