@@ -210,6 +210,31 @@ check "junction_refresh_connections(user) writes the user's connections into dis
     "c -c \"SELECT junction_refresh_connections('$BOB')\" >/dev/null && [ \"\$(c -c \"SELECT count(*) FROM junction.connections WHERE user_id = '$BOB'\")\" -gt 0 ]"
 check "junction_refresh_connections() over every user runs on Citus" "c -c 'SELECT junction_refresh_connections()' >/dev/null 2>&1"
 
+# the first-backfill fast path (plain INSERTs) racing a concurrent load of the same samples on the
+# shards: A holds its rows uncommitted, B takes the fast path, waits on A's keys, gets
+# unique_violation from the shard when A commits, rolls back to its savepoint (on the workers too)
+# and loads again with ON CONFLICT
+R=5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d63
+RSYNC="SELECT rows_loaded FROM junction_sync('$R', ARRAY['heartrate'], '2025-03-01', '2025-03-03 23:59:59')"
+first_page_requests() { curl -sf "$MOCK/_mock/requests?path_prefix=/v2/timeseries/$R/heartrate&limit=1000" |
+                        python3 -c 'import json,sys; print(sum(1 for r in json.load(sys.stdin) if "next_cursor" not in (r.get("query") or {})))'; }
+s -c "$RSYNC" > "$W/race.ref"
+curl -sf -X DELETE "$MOCK/_mock/requests" >/dev/null
+c > "$W/race.a" 2>&1 <<SQL &
+BEGIN;
+$RSYNC;
+SELECT set_config('application_name', 'race_a_done', false);
+SELECT pg_sleep(3);
+COMMIT;
+SQL
+RA=$!
+wait_for 30 "[ \"\$(c -c \"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'race_a_done'\")\" = 1 ]"
+c -c "$RSYNC" > "$W/race.b" 2>&1; RB_RC=$?
+wait $RA; RA_RC=$?
+check "the fast path's unique_violation fallback holds on the shards: both sessions succeed, B loaded twice ($(first_page_requests) first pages)" \
+    "[ $RA_RC -eq 0 ] && [ $RB_RC -eq 0 ] && [ \"\$(cat $W/race.b)\" = \"\$(cat $W/race.ref)\" ] && [ \$(first_page_requests) -eq 3 ]"
+check "after the race the samples equal a single-node run" "[ \"\$(fp c $R)\" = \"\$(fp s $R)\" ]"
+
 # ---- 4. a historical event, followed up by the backfill worker ----
 H=5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d62
 HBODY="{\"event_type\": \"historical.data.heartrate.created\", \"user_id\": \"$H\", \"client_user_id\": \"h\", \"team_id\": \"0190b2a0-0000-7000-8000-0000000000aa\", \"data\": {\"user_id\": \"$H\", \"start_date\": \"2025-02-01T00:00:00+00:00\", \"end_date\": \"2025-02-05T00:00:00+00:00\", \"provider\": \"apple_health_kit\"}}"

@@ -3,14 +3,20 @@
 # workers on free 127.0.0.1 ports) as the postgres user.
 # Needs: root, test/cluster.sh sourced first (PG_BIN, PG_CONFIG).
 
-CITUS_SRC=${JX_CITUS_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/shared/citus}
+# The Citus source: $JX_CITUS_SRC, else ../shared/citus beside the repository, else /work/shared/citus.
+CITUS_SRC=${JX_CITUS_SRC:-}
+if [ -z "$CITUS_SRC" ]; then
+    for d in "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/shared/citus" /work/shared/citus; do
+        [ -f "$d/citus-13.2.2.tar.gz" ] && { CITUS_SRC=$d; break; }
+    done
+fi
 
 # Build and install Citus into the server at PG_BIN unless it already has it.
 jx_citus_install() {
     local libdir; libdir=$($PG_CONFIG --pkglibdir)
     [ -f "$libdir/citus.so" ] && return 0
     local tarball=$CITUS_SRC/citus-13.2.2.tar.gz patch=$CITUS_SRC/pg15.20-have_createdb_privilege.patch
-    [ -f "$tarball" ] || { echo "no Citus source at $tarball (set JX_CITUS_SRC)"; return 1; }
+    [ -f "$tarball" ] || { echo "no Citus source (citus-13.2.2.tar.gz) in ../shared/citus or /work/shared/citus: set JX_CITUS_SRC"; return 1; }
     local pkgs="liblz4-dev libzstd-dev libkrb5-dev libselinux1-dev libpam0g-dev libreadline-dev libxslt1-dev libicu-dev" missing="" p
     for p in $pkgs; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
