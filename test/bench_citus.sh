@@ -51,18 +51,6 @@ INSERT INTO junction.webhook_secrets (secret) VALUES ('$SECRET');
 \i $ROOT/test/sql/deliveries.sql
 CREATE TABLE d AS SELECT i, x.headers, x.body FROM generate_series(1, $N) i,
   LATERAL jx_test_delivery(i, '$SECRET', extract(epoch FROM now())::bigint) x;
-CREATE FUNCTION wait_drained(t0 timestamptz) RETURNS float8 LANGUAGE plpgsql AS \$\$
-BEGIN
-  LOOP
-    PERFORM 1 FROM junction.inbox WHERE status = 'pending' LIMIT 1;
-    IF NOT FOUND THEN
-      PERFORM 1 FROM junction.daily_pending_hours LIMIT 1;
-      IF NOT FOUND THEN PERFORM 1 FROM junction.daily_pending_days LIMIT 1; END IF;
-    END IF;
-    IF NOT FOUND THEN RETURN extract(epoch FROM clock_timestamp() - t0); END IF;
-    PERFORM pg_sleep(0.01);
-  END LOOP;
-END \$\$;
 SQL
 done
 # SHARDS: the shard count (null: citus.shard_count, 32). A batch of deliveries touches most users,
@@ -75,7 +63,7 @@ drain() {  # psql function -> seconds
     $1 -c "CHECKPOINT" >/dev/null
     $1 <<'SQL'
 INSERT INTO junction.inbox (headers, body) SELECT headers, body FROM d ORDER BY i;
-SELECT round(wait_drained(clock_timestamp())::numeric, 3);
+SELECT round(jx_wait_drained(clock_timestamp())::numeric, 3);
 SQL
 }
 sync_rate() {  # psql function -> "rows seconds"

@@ -79,19 +79,6 @@ BEGIN
   GET DIAGNOSTICS n = ROW_COUNT; total := total + n;
   RETURN total;
 END \$\$;
--- wait until the worker has drained everything, junction.daily's queue included; returns seconds since t0
-CREATE FUNCTION wait_drained(t0 timestamptz) RETURNS float8 LANGUAGE plpgsql AS \$\$
-BEGIN
-  LOOP
-    PERFORM 1 FROM junction.inbox WHERE status = 'pending' LIMIT 1;
-    IF NOT FOUND THEN
-      PERFORM 1 FROM junction.daily_pending_hours LIMIT 1;
-      IF NOT FOUND THEN PERFORM 1 FROM junction.daily_pending_days LIMIT 1; END IF;
-    END IF;
-    IF NOT FOUND THEN RETURN extract(epoch FROM clock_timestamp() - t0); END IF;
-    PERFORM pg_sleep(0.01);
-  END LOOP;
-END \$\$;
 CREATE FUNCTION typed_rows() RETURNS bigint LANGUAGE sql AS \$\$
   SELECT (SELECT count(*) FROM junction.events) + (SELECT count(*) FROM junction.samples)
        + (SELECT count(*) FROM junction.activity) + (SELECT count(*) FROM junction.sleep) + (SELECT count(*) FROM junction.body) \$\$;
@@ -113,7 +100,7 @@ run_worker() {
 SELECT truncate_typed();
 CHECKPOINT;
 INSERT INTO junction.inbox (headers, body) SELECT headers, body FROM d ORDER BY i;
-SELECT round(wait_drained(clock_timestamp())::numeric, 3) AS secs \gset
+SELECT round(jx_wait_drained(clock_timestamp())::numeric, 3) AS secs \gset
 SELECT typed_rows() || ' ' || :secs || ' ' || (SELECT count(*) FROM junction.inbox WHERE status = 'quarantined');
 SQL
 }
@@ -122,7 +109,7 @@ run_poison() {
 SELECT truncate_typed();
 CHECKPOINT;
 INSERT INTO junction.inbox (headers, body) SELECT headers, body FROM dp ORDER BY o;
-SELECT round(wait_drained(clock_timestamp())::numeric, 3) AS secs \gset
+SELECT round(jx_wait_drained(clock_timestamp())::numeric, 3) AS secs \gset
 SELECT typed_rows() || ' ' || :secs || ' ' || (SELECT count(*) FROM junction.inbox WHERE status = 'quarantined');
 SQL
 }

@@ -90,3 +90,18 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Wait until no delivery is pending and junction.daily's queue is empty (the benchmarks' end of a
+-- drain); returns the seconds since t0.
+CREATE OR REPLACE FUNCTION public.jx_wait_drained(t0 timestamptz) RETURNS float8 LANGUAGE plpgsql AS $$
+BEGIN
+  LOOP
+    PERFORM 1 FROM junction.inbox WHERE status = 'pending' LIMIT 1;
+    IF NOT FOUND THEN
+      PERFORM 1 FROM junction.daily_pending_hours LIMIT 1;
+      IF NOT FOUND THEN PERFORM 1 FROM junction.daily_pending_days LIMIT 1; END IF;
+    END IF;
+    IF NOT FOUND THEN RETURN extract(epoch FROM clock_timestamp() - t0); END IF;
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+END $$;
