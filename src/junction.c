@@ -39,6 +39,7 @@ int			junction_batch_size = 500;
 int			junction_batch_bytes = 16 * 1024 * 1024;
 int			junction_poll_interval_ms = 1000;
 int			junction_daily_interval_ms = 2000;
+static int	junction_sync_progress_after_ms = 5000;
 int			junction_inbox_retention_s = 7 * 24 * 3600;
 int			junction_signature_tolerance_s = 300;
 /* Read by SQL (junction._daily_enabled, junction._daily_deferred); defined here with the others. */
@@ -144,6 +145,11 @@ junction_define_gucs(void)
 							"while it is not.",
 							&junction_daily_interval_ms, 2000, 10, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("junction.sync_progress_after",
+							"junction_sync reports a resource with a NOTICE when loading it took at least this long.",
+							"0 reports every resource; -1 never.",
+							&junction_sync_progress_after_ms, 5000, -1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomBoolVariable("junction.daily_defer",
 							 "Queue junction.daily's recomputation instead of doing it in the upserting transaction.",
 							 "The inbox workers set it for themselves and recompute the queue, coalesced, "

@@ -45,9 +45,14 @@ first_page_requests() { curl -sf "$MOCK/_mock/requests?path_prefix=/v2/timeserie
 reset_mock_log() { curl -sf -X DELETE "$MOCK/_mock/requests" >/dev/null; }
 
 # the reference: a clean 90-day run of user A's heart rate, by junction_sync in one call
-q "SELECT rows_loaded FROM junction_sync('$A', ARRAY['heartrate'], '2025-01-01', '2025-03-31 23:59:59')" > "$W/ref.rows"
+psql -qXAt -c "SET junction.sync_progress_after = 0" \
+     -c "SELECT rows_loaded FROM junction_sync('$A', ARRAY['heartrate'], '2025-01-01', '2025-03-31 23:59:59')" > "$W/ref.rows" 2> "$W/ref.notice"
 REF=$(fp $A)
 check "reference: junction_sync loaded 90 days of heart rate ($(cat $W/ref.rows) rows)" "[ \$(cat $W/ref.rows) -gt 10000 ]"
+check "junction_sync reports its progress per resource (junction.sync_progress_after = 0): $(head -1 $W/ref.notice)" \
+    "grep -Eq '^NOTICE:  junction_sync: heartrate of user $A: [0-9]+ rows in [0-9.]+ s \([0-9]+ rows/s\), resource 1 of 1\$' '$W/ref.notice'"
+psql -qXAt -c "SELECT rows_loaded FROM junction_sync('$A', ARRAY['heartrate', 'steps'], '2025-01-01', '2025-01-01 23:59:59')" > /dev/null 2> "$W/short.notice"
+check "a short junction_sync (under the default 5 s per resource) reports nothing" "[ ! -s '$W/short.notice' ]"
 q "DELETE FROM junction.samples" >/dev/null
 
 # ---- 1. kill -9 at page 40 of 90 ----

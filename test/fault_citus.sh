@@ -155,6 +155,14 @@ check "the invalid deliveries are quarantined with their reasons, on both" \
     "grep -c '^quarantined' '$W/dump.citus/inbox' | grep -qv '^0$'"
 check "redeliveries were no-ops: one event per distinct svix id" \
     "[ \"\$(c -c 'SELECT count(*) FROM junction.events')\" = \"\$(c -c \"SELECT count(DISTINCT headers->>'svix-id') FROM junction.inbox WHERE status = 'processed'\")\" ]"
+# junction_process_inbox() drains on the coordinator too (in the caller's transaction: the
+# background worker cannot see these rows before the commit); the same on single node
+PI="BEGIN; INSERT INTO junction.inbox (headers, body) SELECT d.headers, d.body FROM generate_series(5001, 5010) i,
+    LATERAL jx_test_delivery(i, '$SECRET', extract(epoch FROM now())::bigint) d; SELECT junction_process_inbox(100); COMMIT;"
+s -c "$PI" >/dev/null
+check "junction_process_inbox() types deliveries into the distributed tables" \
+    "[ \"\$(c -c \"$PI\" | tail -1)\" = 10 ] &&
+     [ \"\$(c -c \"SELECT count(*) FROM junction.events WHERE svix_id BETWEEN 'msg_test_000005001' AND 'msg_test_000005010'\")\" = 10 ]"
 # a full rebuild of junction.daily (the path a changed priority table takes) gives the same days
 for f in s c; do $f -c "SELECT junction_rebuild_daily()" > /dev/null; done
 check "junction_rebuild_daily() on Citus: junction.daily equals single node ($(c -c 'SELECT count(*) FROM junction.daily') rows)" \
@@ -200,11 +208,12 @@ check "junction_sync: the same rows as single node" "[ \"\$(cat $W/sync.c)\" = \
 check "junction_sync: the summaries equal single node" \
     "[ \"\$(c -c \"SELECT md5(string_agg((to_jsonb(t) - 'received_seq')::text, '|' ORDER BY id)) FROM junction.sleep t WHERE user_id = '$A'\")\" = \
        \"\$(s -c \"SELECT md5(string_agg((to_jsonb(t) - 'received_seq')::text, '|' ORDER BY id)) FROM junction.sleep t WHERE user_id = '$A'\")\" ]"
-# the same connected users on both (the corpus' connection events): the same sync_all outcome
-check "junction_sync_all runs against the distributed tables, as on single node" \
-    "c -c 'SELECT user_id, rows_loaded, error FROM junction_sync_all(1, false) ORDER BY 1, 2' > '$W/syncall.c' &&
-     s -c 'SELECT user_id, rows_loaded, error FROM junction_sync_all(1, false) ORDER BY 1, 2' > '$W/syncall.s' &&
-     [ -s '$W/syncall.c' ] && diff '$W/syncall.s' '$W/syncall.c'"
+# the same connected users on both (the corpus' connection events): the same users synced, each
+# without error (the row counts follow now(): the two calls' windows differ by a few seconds)
+check "junction_sync_all runs against the distributed tables, for the same users as on single node" \
+    "c -c 'SELECT user_id, rows_loaded > 0, error FROM junction_sync_all(1, false) ORDER BY 1' > '$W/syncall.c' &&
+     s -c 'SELECT user_id, rows_loaded > 0, error FROM junction_sync_all(1, false) ORDER BY 1' > '$W/syncall.s' &&
+     [ -s '$W/syncall.c' ] && diff '$W/syncall.s' '$W/syncall.c' && ! grep -qv '|t|\$' '$W/syncall.c'"
 BOB=$(c -c "SELECT junction_user_create('citus-bob') ->> 'user_id'")
 check "junction_refresh_connections(user) writes the user's connections into distributed junction.connections" \
     "c -c \"SELECT junction_refresh_connections('$BOB')\" >/dev/null && [ \"\$(c -c \"SELECT count(*) FROM junction.connections WHERE user_id = '$BOB'\")\" -gt 0 ]"

@@ -197,6 +197,12 @@ DECLARE
     uid   uuid := user_id;
     names text[];
     r     text;
+    k     integer := 0;
+    t0    timestamptz;
+    secs  double precision;
+    -- junction.sync_progress_after (ms): a resource that took at least this long is reported
+    after double precision := coalesce((SELECT g.setting::double precision FROM pg_settings AS g
+                                        WHERE g.name = 'junction.sync_progress_after'), 5000);
 BEGIN
     IF uid IS NULL THEN
         RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
@@ -212,8 +218,17 @@ BEGIN
         FROM unnest(resources) AS q(name);
     END IF;
     FOREACH r IN ARRAY coalesce(names, '{}') LOOP
+        k := k + 1;
+        t0 := clock_timestamp();
         resource := r;
         rows_loaded := junction._sync_resource(uid, r, start_date, end_date, provider, true);
+        -- progress of a long call, as each resource is done (a client sees it before the call returns)
+        secs := extract(epoch FROM clock_timestamp() - t0);
+        IF after >= 0 AND secs * 1000 >= after THEN
+            RAISE NOTICE 'junction_sync: % of user %: % rows in % s (% rows/s), resource % of %',
+                r, uid, rows_loaded, round(secs::numeric, 1), round(rows_loaded / greatest(secs, 0.001)),
+                k, cardinality(names);
+        END IF;
         RETURN NEXT;
     END LOOP;
 END

@@ -3734,7 +3734,6 @@ GROUP BY d.user_id, d.calendar_date;
 COMMENT ON VIEW junction.daily_wide IS
   'junction.daily pivoted for dashboards: one row per user and day, one column per built-in metric (units as in junction.daily_metrics)';
 REVOKE ALL ON junction.daily_wide FROM PUBLIC;
-
 -- ---------------------------------------------------------------------------------------------
 -- Scaling out with Citus (issue 10): junction.events keyed by (user_id, svix_id) like every
 -- per-user table, the writes made valid on distributed tables, junction_distribute().
@@ -4650,6 +4649,57 @@ AS $$ SELECT CASE WHEN job.kind = 'lab_result'
                                                   sqlstate) END $$;
 COMMENT ON FUNCTION junction._backfill_failed(junction.backfill_job, text, text) IS
   'junction._backfill_failed for a claimed job row (a lab_result job: junction._lab_result_failed)';
+
+-- junction_sync reports a long resource with a NOTICE (junction.sync_progress_after; issue 14)
+CREATE OR REPLACE FUNCTION junction_sync(user_id uuid, resources text[] DEFAULT NULL,
+                              start_date timestamptz DEFAULT now() - interval '7 days',
+                              end_date timestamptz DEFAULT now(), provider text DEFAULT NULL)
+RETURNS TABLE (resource text, rows_loaded bigint)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    uid   uuid := user_id;
+    names text[];
+    r     text;
+    k     integer := 0;
+    t0    timestamptz;
+    secs  double precision;
+    -- junction.sync_progress_after (ms): a resource that took at least this long is reported
+    after double precision := coalesce((SELECT g.setting::double precision FROM pg_settings AS g
+                                        WHERE g.name = 'junction.sync_progress_after'), 5000);
+BEGIN
+    IF uid IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF resources IS NULL THEN
+        -- every dated resource a webhook could have sent: summaries and timeseries, not streams
+        SELECT array_agg(x.name ORDER BY x.name) INTO names
+        FROM junction.resources AS x
+        WHERE x.kind IN ('summary', 'timeseries') AND x.event_prefix = 'daily.data';
+    ELSE
+        SELECT array_agg(DISTINCT (junction._api_resource(q.name)).name ORDER BY (junction._api_resource(q.name)).name)
+          INTO names
+        FROM unnest(resources) AS q(name);
+    END IF;
+    FOREACH r IN ARRAY coalesce(names, '{}') LOOP
+        k := k + 1;
+        t0 := clock_timestamp();
+        resource := r;
+        rows_loaded := junction._sync_resource(uid, r, start_date, end_date, provider, true);
+        -- progress of a long call, as each resource is done (a client sees it before the call returns)
+        secs := extract(epoch FROM clock_timestamp() - t0);
+        IF after >= 0 AND secs * 1000 >= after THEN
+            RAISE NOTICE 'junction_sync: % of user %: % rows in % s (% rows/s), resource % of %',
+                r, uid, rows_loaded, round(secs::numeric, 1), round(rows_loaded / greatest(secs, 0.001)),
+                k, cardinality(names);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION junction_sync(uuid, text[], timestamptz, timestamptz, text) IS
+  'fetch resources (default: every summary and timeseries) of a user over a range and upsert them into the typed tables; rows written per resource';
 
 -- ---------------------------------------------------------------------------------------------
 -- Scaling out on Citus (README, "Scaling out with Citus").
