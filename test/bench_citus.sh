@@ -7,6 +7,7 @@
 #      (junction.daily on, its queue included), deliveries/s; best of ROUNDS, alternating.
 #      Target: Citus >= 0.5 of single node.
 #   2. junction_sync: USERS users x DAYS days of heart rate and steps from the mock API, rows/s.
+#      WORKERS: junction.workers on both (default 1); SHARDS, BATCH: see below.
 #   3. the coordinator's own share: Svix verification of the same N deliveries in one statement
 #      (junction_webhook_is_valid), deliveries/s — what one coordinator can verify at most,
 #      whatever the number of workers.
@@ -33,7 +34,8 @@ CONF="fsync = on
 junction.api_base_url = 'http://127.0.0.1:$(cat "$W/mock.port")'
 junction.api_key = 'sk_us_test_key'
 junction.backfill_workers = 0
-junction.batch_size = ${BATCH:-500}"
+junction.batch_size = ${BATCH:-500}
+junction.workers = ${WORKERS:-1}"
 DB=junction_bench
 JX_PORT=$(jx_free_port) jx_cluster_start "$W/single" $DB "$CONF"
 S_HOST=$PGHOST S_PORT=$PGPORT
@@ -102,7 +104,7 @@ placement=$(c -c "SELECT string_agg(n.nodeport || ':' || s.n, ' ' ORDER BY n.nod
                    FROM (SELECT p.groupid, sum(r.result::bigint) AS n
                          FROM run_command_on_shards('junction.samples', 'SELECT count(*) FROM %s') r
                          JOIN pg_dist_placement p USING (shardid) GROUP BY 1) s JOIN pg_dist_node n USING (groupid)")
-echo "drain ($N deliveries, batches of ${BATCH:-500}, $(c -c "SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'junction.samples'::regclass") shards, best of $ROUNDS): Citus $best_c/s vs single node $best_s/s = $(python3 -c "print(f'{$best_c/$best_s:.2f}')") (target >= 0.5)"
+echo "drain ($N deliveries, ${WORKERS:-1} inbox worker(s), batches of ${BATCH:-500}, $(c -c "SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'junction.samples'::regclass") shards, best of $ROUNDS): Citus $best_c/s vs single node $best_s/s = $(python3 -c "print(f'{$best_c/$best_s:.2f}')") (target >= 0.5)"
 echo "junction_sync ($USERS users x $DAYS days, best of $ROUNDS): Citus $best_sc rows/s vs single node $best_ss rows/s = $(python3 -c "print(f'{$best_sc/$best_ss:.2f}')")"
 echo "coordinator ceiling: Svix verification alone $vc deliveries/s (one backend), $(python3 -c "print(f'{$vc/$best_c:.0f}')")x the Citus drain"
 echo "samples per worker node (port:rows): $placement"
