@@ -51,7 +51,14 @@ check "without Citus, junction_distribute() refuses with 55000" \
     "[ \"\$(sqlstate s -v VERBOSITY=verbose -c 'SELECT junction_distribute()')\" = 55000 ]"
 check "on a worker node, junction_distribute() refuses with 55000 (not the coordinator)" \
     "[ \"\$(sqlstate w1 -v VERBOSITY=verbose -c 'SELECT junction_distribute()')\" = 55000 ]"
+# a row stored before distributing moves to the shards
+c -c "INSERT INTO junction.connections (user_id, provider, status, updated_at, received_seq, data)
+      VALUES ('5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d60', 'oura', 'connected', now(), 0, '{}')" >/dev/null
 NDIST=$(c -c "SELECT count(*) FROM junction_distribute(4)" 2>/dev/null)
+check "a row stored before junction_distribute() is on a shard afterwards" \
+    "[ \"\$(c -c \"SELECT sum(result::bigint) FROM run_command_on_shards('junction.connections', 'SELECT count(*) FROM %s')\")\" = 1 ] &&
+     [ \"\$(c -c \"SELECT count(*) FROM junction.connections WHERE user_id = '5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d60'\")\" = 1 ]"
+c -c "DELETE FROM junction.connections WHERE user_id = '5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d60'" >/dev/null
 check "junction_distribute(4) changed every non-local table ($NDIST)" \
     "[ \"$NDIST\" = \"\$(c -c \"SELECT count(*) FROM junction._distribution_plan() WHERE placement <> 'local'\")\" ]"
 check "a second junction_distribute() changes nothing (idempotent)" "[ \"\$(c -c 'SELECT count(*) FROM junction_distribute()')\" = 0 ]"
