@@ -28,7 +28,8 @@ CONF="junction.batch_size = 40
 junction.api_base_url = '$MOCK'
 junction.http_retries = 1
 restart_after_crash = on
-citus.recover_2pc_interval = '1s'"
+citus.recover_2pc_interval = '1s'
+junction.sync_progress_after = -1"
 
 # the single-node reference (socket only) and the Citus cluster (TCP on 127.0.0.1)
 JX_PORT=$(jx_free_port) jx_cluster_start "$W/single" $DB "$CONF"

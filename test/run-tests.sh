@@ -41,7 +41,8 @@ python3 "$ROOT/test/mock_junction.py" --port 0 --portfile "$WORK/mock.port" > "$
 MOCK_PID=$!
 for i in $(seq 1 50); do [ -s "$WORK/mock.port" ] && break; sleep 0.1; done
 export JUNCTION_MOCK_URL="http://127.0.0.1:$(cat "$WORK/mock.port")"
-jx_cluster_start "$WORK/pg" junction_regress
+# junction_sync's progress NOTICE depends on how long a resource takes: off for the expected outputs
+jx_cluster_start "$WORK/pg" junction_regress "junction.sync_progress_after = -1"
 make -C "$ROOT" -s PG_CONFIG=$PG_CONFIG with_llvm=no installcheck > "$WORK/regress.log" 2>&1
 rc=$?
 grep -E '\.\.\. ' "$WORK/regress.log" || true
