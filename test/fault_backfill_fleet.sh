@@ -35,13 +35,6 @@ fp() { q "SELECT count(*) || ' ' || md5(string_agg((to_jsonb(s) - 'received_seq'
           FROM junction.samples s WHERE user_id = '$1'"; }
 status() { q "SELECT fetch_status FROM junction.backfills WHERE user_id = '$1' AND resource = '$2'"; }
 pages() { q "SELECT pages_done FROM junction.backfills WHERE user_id = '$1' AND resource = '$2'"; }
-wait_for() {  # seconds, shell condition
-    local deadline=$((SECONDS + $1))
-    while [ $SECONDS -lt $deadline ]; do eval "$2" && return 0; sleep 0.1; done
-    return 1
-}
-first_page_requests() { curl -sf "$MOCK/_mock/requests?path_prefix=/v2/timeseries/$1/$2&limit=1000" |
-                        python3 -c 'import json,sys; print(sum(1 for r in json.load(sys.stdin) if "next_cursor" not in (r.get("query") or {})))'; }
 reset_mock_log() { curl -sf -X DELETE "$MOCK/_mock/requests" >/dev/null; }
 
 # the reference: a clean 90-day run of user A's heart rate, by junction_sync in one call

@@ -128,11 +128,6 @@ drained() {  # psql function: no pending inbox row and no queued daily recomputa
     [ "$($1 -c "SELECT (SELECT count(*) FROM junction.inbox WHERE status = 'pending')
                      + (SELECT count(*) FROM junction.daily_pending_hours) + (SELECT count(*) FROM junction.daily_pending_days)" 2>/dev/null)" = 0 ]
 }
-wait_for() {  # seconds, shell condition
-    local deadline=$((SECONDS + $1))
-    while [ $SECONDS -lt $deadline ]; do eval "$2" && return 0; sleep 0.2; done
-    return 1
-}
 check "single node: the worker drained the corpus (deadline 120 s)" "wait_for 120 'drained s'"
 check "Citus: the worker drained the corpus on the coordinator (deadline 300 s)" "wait_for 300 'drained c'"
 
@@ -233,8 +228,6 @@ check "junction_refresh_connections() over every user runs on Citus" "c -c 'SELE
 # and loads again with ON CONFLICT
 R=5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d63
 RSYNC="SELECT rows_loaded FROM junction_sync('$R', ARRAY['heartrate'], '2025-03-01', '2025-03-03 23:59:59')"
-first_page_requests() { curl -sf "$MOCK/_mock/requests?path_prefix=/v2/timeseries/$R/heartrate&limit=1000" |
-                        python3 -c 'import json,sys; print(sum(1 for r in json.load(sys.stdin) if "next_cursor" not in (r.get("query") or {})))'; }
 s -c "$RSYNC" > "$W/race.ref"
 curl -sf -X DELETE "$MOCK/_mock/requests" >/dev/null
 c > "$W/race.a" 2>&1 <<SQL &
@@ -248,8 +241,8 @@ RA=$!
 wait_for 30 "[ \"\$(c -c \"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'race_a_done'\")\" = 1 ]"
 c -c "$RSYNC" > "$W/race.b" 2>&1; RB_RC=$?
 wait $RA; RA_RC=$?
-check "the fast path's unique_violation fallback holds on the shards: both sessions succeed, B loaded twice ($(first_page_requests) first pages)" \
-    "[ $RA_RC -eq 0 ] && [ $RB_RC -eq 0 ] && [ \"\$(cat $W/race.b)\" = \"\$(cat $W/race.ref)\" ] && [ \$(first_page_requests) -eq 3 ]"
+check "the fast path's unique_violation fallback holds on the shards: both sessions succeed, B loaded twice ($(first_page_requests $R heartrate) first pages)" \
+    "[ $RA_RC -eq 0 ] && [ $RB_RC -eq 0 ] && [ \"\$(cat $W/race.b)\" = \"\$(cat $W/race.ref)\" ] && [ \$(first_page_requests $R heartrate) -eq 3 ]"
 check "after the race the samples equal a single-node run" "[ \"\$(fp c $R)\" = \"\$(fp s $R)\" ]"
 
 # ---- 4. a historical event, followed up by the backfill worker ----

@@ -102,3 +102,17 @@ final_checks() {  # total deliveries
     echo "$CHECKS_PASSED passed, $CHECKS_FAILED failed"
     [ $CHECKS_FAILED -eq 0 ]
 }
+
+# Wait (with a deadline) until a shell condition holds.
+wait_for() {  # seconds, shell condition
+    local deadline=$((SECONDS + $1))
+    while [ $SECONDS -lt $deadline ]; do eval "$2" && return 0; sleep 0.1; done
+    return 1
+}
+
+# How many times the mock API at $MOCK was asked for the first page (no cursor) of a user's
+# timeseries resource: each is one start of a load.
+first_page_requests() {  # user, resource
+    curl -sf "$MOCK/_mock/requests?path_prefix=/v2/timeseries/$1/$2&limit=1000" |
+        python3 -c 'import json,sys; print(sum(1 for r in json.load(sys.stdin) if "next_cursor" not in (r.get("query") or {})))'
+}
