@@ -40,12 +40,14 @@ INSERT INTO samples_case (label, res, obj) VALUES
  ('no provider', 'heartrate', '{"source":{"type":"x"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1}]}'),
  ('id dropped, type in key', 'heartrate', '{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1,"id":7,"extra_key":[null,1]}, {"timestamp":"2025-01-02T00:00:00Z","value":1}, {"timestamp":"2025-01-02T00:00:00Z","value":1,"type":"a"}]}'),
  ('one bad sample fails the group', 'heartrate', '{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1}, 5]}'),
- ('libre ble: not floating', 'glucose', '{"source":{"provider":"freestyle_libre_ble","type":"cgm"},"data":[{"timestamp":"2025-01-01T08:00:00+05:00","value":5.5,"unit":"mmol/L","timezone_offset":18000}]}');
-CREATE FUNCTION pg_temp.run_case(c samples_case) RETURNS SETOF text LANGUAGE plpgsql AS $$
+ ('libre ble: not floating', 'glucose', '{"source":{"provider":"freestyle_libre_ble","type":"cgm"},"data":[{"timestamp":"2025-01-01T08:00:00+05:00","value":5.5,"unit":"mmol/L","timezone_offset":18000}]}'),
+ ('unit too long (CHECK)', 'heartrate', ('{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1,"unit":"' || repeat('u', 256) || '"}]}')::jsonb),
+ ('unordered, keys tied on time', 'heartrate', '{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-03T00:00:00Z","value":3},{"timestamp":"2025-01-01T00:00:00Z","value":1,"type":"b"},{"timestamp":"2025-01-01T00:00:00Z","value":2,"type":"a"},{"timestamp":"2025-01-01T00:00:00Z","value":9,"type":"b"},{"timestamp":"1999-12-31T23:30:00Z","value":0}]}');
+CREATE FUNCTION pg_temp.run_case(c samples_case, conflicts boolean DEFAULT true) RETURNS SETOF text LANGUAGE plpgsql AS $$
 BEGIN
   TRUNCATE junction.samples;
   PERFORM junction._upsert_samples(ARRAY[ROW(c.n, '5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', c.res, NULL, now(),
-                                              c.obj)::junction.typing_item]);
+                                              c.obj)::junction.typing_item], conflicts);
   RETURN QUERY SELECT ROW(s.resource, s.provider, s.source_type, s.type, s.workout_id,
                           s.time AT TIME ZONE 'UTC', s.time_end AT TIME ZONE 'UTC', s.value, s.unit,
                           s.timezone_offset, s.local_time, s.floating, s.extra)::text
@@ -55,6 +57,71 @@ EXCEPTION WHEN OTHERS THEN
   RETURN NEXT 'ERROR ' || SQLSTATE || ': ' || left(SQLERRM, 100);
 END $$;
 SELECT c.n, c.label, r AS result FROM samples_case AS c, LATERAL pg_temp.run_case(c) AS r ORDER BY c.n;
+TRUNCATE junction.samples;
+
+-- The first-backfill loader (conflicts => false: junction._insert_new_samples, src/samples.c, a bulk
+-- insertion) gives every case above the same rows, or the same error, as the SQL path.
+SELECT junction._samples_bulk_ok() AS bulk_ok;
+SELECT count(*) AS cases,
+       count(*) FILTER (WHERE a IS NOT DISTINCT FROM b) AS same_on_both_paths,
+       count(*) FILTER (WHERE a::text LIKE '%ERROR%') AS errors_among_them
+FROM samples_case AS c,
+     LATERAL (SELECT array_agg(r) FROM pg_temp.run_case(c, true) AS r) AS x(a),
+     LATERAL (SELECT array_agg(r) FROM pg_temp.run_case(c, false) AS r) AS y(b);
+SELECT c.n, c.label, a AS sql_path, b AS bulk_loader
+FROM samples_case AS c,
+     LATERAL (SELECT array_agg(r) FROM pg_temp.run_case(c, true) AS r) AS x(a),
+     LATERAL (SELECT array_agg(r) FROM pg_temp.run_case(c, false) AS r) AS y(b)
+WHERE a IS DISTINCT FROM b;
+-- One batch of every case that loads, two users, the same key in two items (the later received
+-- wins): the same rows on both paths, and the loader's hours are those of the rows it stored.
+CREATE TEMP TABLE batch AS
+SELECT array_agg(ROW(c.n * 10 + u.k, u.id, c.res, NULL, now(), c.obj)::junction.typing_item ORDER BY c.n, u.k) AS items
+FROM samples_case AS c
+CROSS JOIN (VALUES (1, '5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e'::uuid), (2, '0a0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e')) AS u(k, id)
+WHERE NOT EXISTS (SELECT FROM pg_temp.run_case(c) AS r WHERE r LIKE 'ERROR%');
+UPDATE batch SET items = items || ARRAY[ROW(999, '5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', 'heartrate', NULL, now(),
+  '{"source":{"provider":"oura","type":"ring"},"data":[{"timestamp":"2025-01-01T00:00:00+02:00","value":99}]}')::junction.typing_item];
+SELECT cardinality(items) AS items FROM batch;
+SELECT junction._upsert_samples(items, true) AS sql_rows FROM batch;
+CREATE TEMP TABLE via_sql AS SELECT * FROM junction.samples;
+TRUNCATE junction.samples;
+SET timezone = 'UTC';  -- as junction._upsert_samples calls it
+CREATE TEMP TABLE bulk_hours AS
+SELECT h.* FROM batch, junction._insert_new_samples(ARRAY(SELECT g FROM junction._sample_groups(items,
+  (SELECT jsonb_object_agg(name, value_kind) FROM junction.resources)) AS g)) AS h;
+SET timezone = 'America/New_York';
+SELECT sum(n) AS bulk_rows, count(*) AS hours,
+       array_agg(ROW(h.user_id, h.resource, h.hour, h.n) ORDER BY h.user_id, h.resource, h.hour)
+         = (SELECT array_agg(ROW(s.user_id, s.resource, s.hour, s.n) ORDER BY s.user_id, s.resource, s.hour)
+            FROM (SELECT user_id, resource, date_trunc('hour', time, 'UTC') AS hour, count(*) AS n
+                  FROM junction.samples GROUP BY 1, 2, 3) AS s) AS hours_match_rows
+FROM bulk_hours AS h;
+SELECT (SELECT count(*) FROM (TABLE via_sql EXCEPT ALL TABLE junction.samples) AS d) AS only_sql,
+       (SELECT count(*) FROM (TABLE junction.samples EXCEPT ALL TABLE via_sql) AS d) AS only_bulk,
+       (SELECT value FROM junction.samples WHERE resource = 'heartrate' AND provider = 'oura'
+          AND user_id = '5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e' AND time = '2024-12-31 22:00:00+00') AS later_received_wins;
+-- a key that exists already: unique_violation (the fast path then loads again with ON CONFLICT)
+SELECT pg_temp.run_case(c, false) FROM samples_case AS c WHERE c.label = 'basic, offset';
+DO $$
+BEGIN
+  PERFORM junction._upsert_samples(ARRAY[ROW(1, '5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', 'heartrate', NULL, now(),
+    '{"source":{"provider":"oura","type":"ring"},"data":[{"timestamp":"2025-01-01T00:00:00+02:00","value":7}]}')::junction.typing_item], false);
+  RAISE NOTICE 'no error';
+EXCEPTION WHEN unique_violation THEN
+  RAISE NOTICE 'unique_violation: %', SQLERRM;
+END $$;
+-- what the loader cannot honour sends junction._upsert_samples down the SQL path: a trigger
+CREATE FUNCTION pg_temp.mark_unit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.unit := 'set by trigger'; RETURN NEW; END $$;
+CREATE TRIGGER mark_unit BEFORE INSERT ON junction.samples FOR EACH ROW EXECUTE FUNCTION pg_temp.mark_unit();
+SELECT junction._samples_bulk_ok() AS bulk_ok_with_trigger;
+TRUNCATE junction.samples;
+SELECT junction._upsert_samples(items, false) AS rows_via_sql_path FROM batch;
+SELECT DISTINCT unit FROM junction.samples;
+SELECT count(*) FROM junction._insert_new_samples(ARRAY(SELECT g FROM junction._sample_groups(
+  (SELECT items FROM batch), '{}') AS g));
+DROP TRIGGER mark_unit ON junction.samples;
 TRUNCATE junction.samples;
 -- _group_samples alone: ordinality, the STRICT-like nulls, and non-timeseries resources refused
 SELECT ord, type, time AT TIME ZONE 'UTC' AS time, value FROM junction._group_samples(

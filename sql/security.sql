@@ -2,8 +2,9 @@
 -- a schema another role can write. Every SQL and PL/pgSQL function of the extension pins its
 -- search_path, and so does every C function that runs SQL. Those without a pinned path:
 --   C functions that run no SQL (their names are resolved at CREATE time, not at call time), and
---   junction._sample_rows and junction._provider, inlined into their callers (so they can have no
---   SET clause): every name in them is schema-qualified, operators and casts included
+--   junction._sample_rows, junction._sample_groups and junction._provider, inlined into their
+--   callers (so they can have no SET clause): every name in them is schema-qualified, operators
+--   and casts included
 --   (test/fault_privilege.sh plants them); likewise junction.default_source_rank,
 --   junction._aggregator_providers and junction._daily_part_value, inlined into junction.daily's
 --   recomputation.

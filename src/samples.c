@@ -22,12 +22,28 @@
  * Runs with TimeZone = UTC (set by junction._upsert_samples), so a timestamp without an offset
  * suffix is read as UTC.
  *
- * Also here: junction._subxact_room(), which tells junction_sync whether its fast path may open
- * one more subtransaction.
+ * Also here: junction._insert_new_samples(), the first-backfill loader: the same typing, then the
+ * dedupe and a bulk insertion (table_multi_insert, as COPY inserts) of the rows into junction.samples;
+ * junction._samples_bulk_ok(), which says whether that loader may run; and
+ * junction._subxact_room(), which tells junction_sync whether its fast path may open one more
+ * subtransaction.
  */
 #include "postgres.h"
 
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/executor.h"
+#include "nodes/makefuncs.h"
+#include "utils/acl.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/uuid.h"
+#include "utils/varlena.h"
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -45,6 +61,8 @@
 
 PG_FUNCTION_INFO_V1(junction_group_samples);
 PG_FUNCTION_INFO_V1(junction_subxact_room);
+PG_FUNCTION_INFO_V1(junction_insert_new_samples);
+PG_FUNCTION_INFO_V1(junction_samples_bulk_ok);
 
 #define NCOLS 9
 
@@ -410,4 +428,537 @@ junction_subxact_room(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(!MyProc->subxidStatus.overflowed &&
 				   MyProc->subxidStatus.count < PGPROC_MAX_CACHED_SUBXIDS);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The first-backfill loader.
+ *
+ * junction._upsert_samples(items, conflicts => false) is called by junction_sync and the backfill
+ * worker for a range that holds none of the user's samples of the resource (checked beforehand;
+ * a unique_violation makes them load again with ON CONFLICT). There the SQL path spends most of its
+ * time around the rows, not storing them: the typed rows go through a tuplestore, a sort for the
+ * DISTINCT ON, the executor's INSERT, a RETURNING tuplestore and a GROUP BY for the hours. This
+ * does the same in one pass: the groups' samples typed by sample_row() (the one typing rule), sorted
+ * and deduped exactly as junction._sample_rows orders them, checked (NOT NULL, CHECK) and inserted
+ * 1,000 at a time with table_multi_insert, then each row's index entries, with the unique check
+ * (a duplicate key raises unique_violation, as the plain INSERT does). It returns one row per
+ * (user, resource, UTC hour) written, with the number of rows, as the SQL path's RETURNING does.
+ * ---------------------------------------------------------------------------------------------
+ */
+#define SAMPLES_NATTS 15
+#define INSERT_BATCH 1000
+
+/* junction.samples, column by column, as this loader writes it. */
+static const char *const samples_cols[SAMPLES_NATTS] = {
+	"user_id", "resource", "provider", "source_type", "type", "workout_id", "time", "time_end",
+	"value", "unit", "timezone_offset", "local_time", "floating", "extra", "received_seq"
+};
+static const Oid samples_types[SAMPLES_NATTS] = {
+	UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	FLOAT8OID, TEXTOID, INT4OID, TIMESTAMPOID, BOOLOID, JSONBOID, INT8OID
+};
+
+/* One junction.sample_group: the fields its samples share (see junction._sample_groups). */
+typedef struct NewGroup
+{
+	Datum		received_seq;
+	Datum		user_id;
+	Datum		resource;
+	Datum		provider;
+	Datum		source_type;
+	Datum		workout_id;
+	Datum		floating;
+	bool		received_seq_null;
+	bool		user_id_null;
+	bool		resource_null;
+	bool		provider_null;
+	bool		source_type_null;
+	bool		workout_id_null;
+	bool		floating_null;
+} NewGroup;
+
+/* One typed sample: sample_row()'s columns (ord, type, time, time_end, value, unit, timezone_offset, local_time, extra). */
+typedef struct NewRow
+{
+	NewGroup   *g;
+	Datum		v[NCOLS];
+	bool		n[NCOLS];
+} NewRow;
+
+/* junction.samples, if this loader may write it: a plain table, no trigger, rule or row security,
+ * no generated column, the columns above, and no Citus (its tables take writes through its planner). */
+static Oid
+samples_relid(void)
+{
+	Oid			nsp = get_namespace_oid("junction", true);
+
+	return OidIsValid(nsp) ? get_relname_relid("samples", nsp) : InvalidOid;
+}
+
+static const char *
+bulk_refusal(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rel->relispartition)
+		return "it is not a plain table";
+	if (rel->trigdesc != NULL)
+		return "it has triggers";
+	if (rel->rd_rules != NULL)
+		return "it has rules";
+	if (rel->rd_rel->relrowsecurity)
+		return "it has row security";
+	if (desc->constr && desc->constr->has_generated_stored)
+		return "it has generated columns";
+	if (desc->natts != SAMPLES_NATTS)
+		return "its columns have changed";
+	for (int i = 0; i < SAMPLES_NATTS; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(desc, i);
+
+		if (a->attisdropped || a->atttypid != samples_types[i] ||
+			strcmp(NameStr(a->attname), samples_cols[i]) != 0)
+			return "its columns have changed";
+	}
+	if (OidIsValid(get_extension_oid("citus", true)))
+		return "Citus is installed";
+	return NULL;
+}
+
+/*
+ * junction._samples_bulk_ok() -> boolean: whether junction._insert_new_samples may load
+ * junction.samples here (else junction._upsert_samples takes the SQL path, which honours
+ * triggers, rules, row security and Citus).
+ */
+Datum
+junction_samples_bulk_ok(PG_FUNCTION_ARGS)
+{
+	Oid			relid = samples_relid();
+	Relation	rel;
+	bool		ok;
+
+	if (!OidIsValid(relid))
+		PG_RETURN_BOOL(false);
+	rel = table_open(relid, AccessShareLock);
+	ok = bulk_refusal(rel) == NULL;
+	table_close(rel, AccessShareLock);
+	PG_RETURN_BOOL(ok);
+}
+
+/* Compare two texts as ORDER BY does (the database's default collation); equal bytes are equal. */
+static int
+text_order(Datum a, bool anull, Datum b, bool bnull)
+{
+	text	   *ta,
+			   *tb;
+	int			la,
+				lb;
+
+	if (anull || bnull)
+		return anull == bnull ? 0 : (anull ? 1 : -1);	/* NULLS LAST */
+	ta = (text *) DatumGetPointer(a);
+	tb = (text *) DatumGetPointer(b);
+	la = VARSIZE_ANY_EXHDR(ta);
+	lb = VARSIZE_ANY_EXHDR(tb);
+	if (la == lb && memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), la) == 0)
+		return 0;
+	return varstr_cmp(VARDATA_ANY(ta), la, VARDATA_ANY(tb), lb, DEFAULT_COLLATION_OID);
+}
+
+static int
+uuid_order(Datum a, bool anull, Datum b, bool bnull)
+{
+	if (anull || bnull)
+		return anull == bnull ? 0 : (anull ? 1 : -1);
+	return memcmp(DatumGetUUIDP(a)->data, DatumGetUUIDP(b)->data, UUID_LEN);
+}
+
+/* The sample key in junction._sample_rows' order: (user_id, time, resource, provider, source_type, type, workout_id). */
+static int
+key_order(const NewRow *a, const NewRow *b)
+{
+	int			c;
+	TimestampTz ta = DatumGetTimestampTz(a->v[2]),
+				tb = DatumGetTimestampTz(b->v[2]);
+
+	if ((c = uuid_order(a->g->user_id, a->g->user_id_null, b->g->user_id, b->g->user_id_null)) != 0)
+		return c;
+	if (ta != tb)
+		return ta < tb ? -1 : 1;
+	if (a->g != b->g)
+	{
+		if ((c = text_order(a->g->resource, a->g->resource_null, b->g->resource, b->g->resource_null)) != 0 ||
+			(c = text_order(a->g->provider, a->g->provider_null, b->g->provider, b->g->provider_null)) != 0 ||
+			(c = text_order(a->g->source_type, a->g->source_type_null, b->g->source_type, b->g->source_type_null)) != 0)
+			return c;
+	}
+	if ((c = text_order(a->v[1], false, b->v[1], false)) != 0)
+		return c;
+	if (a->g != b->g)
+		return uuid_order(a->g->workout_id, a->g->workout_id_null, b->g->workout_id, b->g->workout_id_null);
+	return 0;
+}
+
+/* The full order: the key, then the latest received first (received_seq DESC, ord DESC). */
+static int
+row_order(const void *pa, const void *pb, void *arg)
+{
+	const NewRow *a = *(NewRow *const *) pa;
+	const NewRow *b = *(NewRow *const *) pb;
+	int			c = key_order(a, b);
+	int64		ra,
+				rb,
+				oa,
+				ob;
+
+	if (c != 0)
+		return c;
+	if (a->g->received_seq_null != b->g->received_seq_null)
+		return a->g->received_seq_null ? -1 : 1;	/* DESC puts nulls first */
+	ra = DatumGetInt64(a->g->received_seq);
+	rb = DatumGetInt64(b->g->received_seq);
+	if (!a->g->received_seq_null && ra != rb)
+		return ra > rb ? -1 : 1;
+	oa = DatumGetInt64(a->v[0]);
+	ob = DatumGetInt64(b->v[0]);
+	if (oa != ob)
+		return oa > ob ? -1 : 1;
+	return 0;
+}
+
+/* An hour written: (user, resource) of a group, the UTC hour, and how many rows. */
+typedef struct NewHour
+{
+	NewGroup   *g;
+	TimestampTz hour;
+	int64		n;
+} NewHour;
+
+static int
+hour_order(const void *pa, const void *pb, void *arg)
+{
+	const NewHour *a = (const NewHour *) pa;
+	const NewHour *b = (const NewHour *) pb;
+	int			c;
+
+	if (a->g != b->g)
+	{
+		if ((c = uuid_order(a->g->user_id, a->g->user_id_null, b->g->user_id, b->g->user_id_null)) != 0 ||
+			(c = text_order(a->g->resource, a->g->resource_null, b->g->resource, b->g->resource_null)) != 0)
+			return c;
+	}
+	if (a->hour != b->hour)
+		return a->hour < b->hour ? -1 : 1;
+	return 0;
+}
+
+/* The fields of one junction.sample_group value. */
+static void
+read_group(HeapTupleHeader th, NewGroup *g, Datum *obj, bool *obj_null, Datum *value_kind,
+		   bool *value_kind_null, Datum *source_extra, bool *source_extra_null)
+{
+	g->received_seq = GetAttributeByNum(th, 1, &g->received_seq_null);
+	g->user_id = GetAttributeByNum(th, 2, &g->user_id_null);
+	g->resource = GetAttributeByNum(th, 3, &g->resource_null);
+	*obj = GetAttributeByNum(th, 4, obj_null);
+	*value_kind = GetAttributeByNum(th, 5, value_kind_null);
+	g->provider = GetAttributeByNum(th, 6, &g->provider_null);
+	g->source_type = GetAttributeByNum(th, 7, &g->source_type_null);
+	g->workout_id = GetAttributeByNum(th, 8, &g->workout_id_null);
+	*source_extra = GetAttributeByNum(th, 9, source_extra_null);
+	g->floating = GetAttributeByNum(th, 10, &g->floating_null);
+	/* detoasted once here, not per sample */
+	if (!g->resource_null)
+		g->resource = PointerGetDatum(PG_DETOAST_DATUM_PACKED(g->resource));
+	if (!g->provider_null)
+		g->provider = PointerGetDatum(PG_DETOAST_DATUM_PACKED(g->provider));
+	if (!g->source_type_null)
+		g->source_type = PointerGetDatum(PG_DETOAST_DATUM_PACKED(g->source_type));
+}
+
+/* Append the typed samples of one group to rows (as junction._group_samples types them). */
+static void
+type_group(NewGroup *ng, Jsonb *grp, const char *resource, bool numeric_kind, bool floating,
+		   Jsonb *source_extra, NewRow **rows, int *nrows, int *cap, MemoryContext keep)
+{
+	GroupInfo	g;
+	JsonbValue	data;
+	JsonbIterator *it;
+	JsonbValue	elem;
+	JsonbIteratorToken tok;
+	int64		ord = 0;
+	MemoryContext tmp;
+
+	g.resource = resource;
+	g.numeric_kind = numeric_kind;
+	g.floating = floating;
+	g.source_extra = source_extra;
+	g.nremovable = numeric_kind ? 8 : 7;
+	g.removable = NULL;
+	g.outer = keep;
+
+	if (!JB_ROOT_IS_OBJECT(grp) || !get_key(&grp->root, "data", &data))
+		return;
+	if (data.type != jbvBinary || !JsonContainerIsArray(data.val.binary.data) ||
+		JsonContainerIsScalar(data.val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot extract elements from %s",
+						(data.type == jbvBinary && JsonContainerIsObject(data.val.binary.data))
+						? "an object" : "a scalar")));
+
+	tmp = AllocSetContextCreate(keep, "junction new samples", ALLOCSET_DEFAULT_SIZES);
+	it = JsonbIteratorInit(data.val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &elem, true)) != WJB_DONE)
+	{
+		NewRow	   *r;
+
+		if (tok != WJB_ELEM)
+			continue;
+		CHECK_FOR_INTERRUPTS();
+		ord++;
+		if (*nrows == *cap)
+		{
+			*cap *= 2;
+			*rows = repalloc_huge(*rows, sizeof(NewRow) * (Size) *cap);
+		}
+		r = &(*rows)[(*nrows)++];
+		memset(r->n, 0, sizeof(r->n));
+		r->g = ng;
+		MemoryContextSwitchTo(tmp);
+		sample_row(&g, &elem, ord, r->v, r->n);
+		MemoryContextSwitchTo(keep);
+		/* keep the by-reference columns (type, unit, extra), free the scratch */
+		for (int k = 1; k < NCOLS; k++)
+			if (!r->n[k] && (k == 1 || k == 5 || k == 8))
+				r->v[k] = datumCopy(r->v[k], false, -1);
+		MemoryContextReset(tmp);
+	}
+	MemoryContextDelete(tmp);
+}
+
+/* One kept row into a slot, in junction.samples' column order. */
+static void
+fill_slot(TupleTableSlot *slot, NewRow *r)
+{
+	Datum	   *v = slot->tts_values;
+	bool	   *n = slot->tts_isnull;
+	NewGroup   *g = r->g;
+
+	ExecClearTuple(slot);
+	v[0] = g->user_id;			n[0] = g->user_id_null;
+	v[1] = g->resource;			n[1] = g->resource_null;
+	v[2] = g->provider;			n[2] = g->provider_null;
+	v[3] = g->source_type;		n[3] = g->source_type_null;
+	v[4] = r->v[1];				n[4] = r->n[1];		/* type */
+	v[5] = g->workout_id;		n[5] = g->workout_id_null;
+	v[6] = r->v[2];				n[6] = r->n[2];		/* time */
+	v[7] = r->v[3];				n[7] = r->n[3];		/* time_end */
+	v[8] = r->v[4];				n[8] = r->n[4];		/* value */
+	v[9] = r->v[5];				n[9] = r->n[5];		/* unit */
+	v[10] = r->v[6];			n[10] = r->n[6];	/* timezone_offset */
+	v[11] = r->v[7];			n[11] = r->n[7];	/* local_time */
+	v[12] = g->floating;		n[12] = g->floating_null;
+	v[13] = r->v[8];			n[13] = r->n[8];	/* extra */
+	v[14] = g->received_seq;	n[14] = g->received_seq_null;
+	ExecStoreVirtualTuple(slot);
+}
+
+/* Store rows[0..n) in rel: checked, bulk-inserted, indexed (a duplicate key raises unique_violation). */
+static void
+bulk_insert(Relation rel, NewRow **rows, int n)
+{
+	EState	   *estate = CreateExecutorState();
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	CommandId	cid = GetCurrentCommandId(true);
+	TupleTableSlot *slots[INSERT_BATCH];
+	int			nslots = Min(n, INSERT_BATCH);
+	bool		check = RelationGetDescr(rel)->constr != NULL;
+
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(rel);
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	rte->requiredPerms = ACL_INSERT;
+	ExecInitRangeTable(estate, list_make1(rte));
+	ExecInitResultRelation(estate, rri, 1);
+	CheckValidResultRel(rri, CMD_INSERT);
+	ExecOpenIndices(rri, false);
+	for (int i = 0; i < nslots; i++)
+		slots[i] = table_slot_create(rel, NULL);
+
+	for (int done = 0; done < n;)
+	{
+		int			k = Min(n - done, INSERT_BATCH);
+
+		CHECK_FOR_INTERRUPTS();
+		for (int i = 0; i < k; i++)
+		{
+			fill_slot(slots[i], rows[done + i]);
+			if (check)
+				ExecConstraints(rri, slots[i], estate);
+			ResetPerTupleExprContext(estate);
+		}
+		table_multi_insert(rel, slots, k, cid, 0, NULL);
+		for (int i = 0; i < k; i++)
+		{
+			if (rri->ri_NumIndices > 0)
+				list_free(ExecInsertIndexTuples(rri, slots[i], estate, false, false, NULL, NIL));
+			ResetPerTupleExprContext(estate);
+			ExecClearTuple(slots[i]);
+		}
+		done += k;
+	}
+	for (int i = 0; i < nslots; i++)
+		ExecDropSingleTupleTableSlot(slots[i]);
+	ExecCloseResultRelations(estate);
+	ExecCloseRangeTableRelations(estate);
+	FreeExecutorState(estate);
+}
+
+/*
+ * junction._insert_new_samples(groups junction.sample_group[]) -> SETOF (user_id uuid,
+ * resource text, hour timestamptz, n bigint): the groups' samples, typed, deduped on the key
+ * (the latest received wins) and inserted into junction.samples, which must not hold any of
+ * their keys (the caller's fast path); one row per (user, resource, UTC hour) written.
+ * Runs with TimeZone = UTC (set by junction._upsert_samples).
+ */
+Datum
+junction_insert_new_samples(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *enulls;
+	int			ngroups;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	NewGroup   *groups;
+	NewRow	   *rows;
+	NewRow	  **sorted;
+	NewHour    *hours;
+	int			nrows = 0,
+				cap = 1024,
+				nkept = 0,
+				nhours = 0;
+	Oid			relid;
+	Relation	rel;
+	const char *refusal;
+	AclResult	acl;
+	MemoryContext work,
+				old;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+
+	relid = samples_relid();
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"junction.samples\" does not exist")));
+	rel = table_open(relid, RowExclusiveLock);
+	acl = pg_class_aclcheck(relid, GetUserId(), ACL_INSERT);
+	if (acl != ACLCHECK_OK)
+		aclcheck_error(acl, OBJECT_TABLE, RelationGetRelationName(rel));
+	if ((refusal = bulk_refusal(rel)) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot bulk-load junction.samples: %s", refusal),
+				 errhint("junction._upsert_samples checks junction._samples_bulk_ok() and takes the SQL path instead.")));
+
+	work = AllocSetContextCreate(CurrentMemoryContext, "junction insert new samples", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(work);
+
+	arr = PG_GETARG_ARRAYTYPE_P(0);
+	get_typlenbyvalalign(ARR_ELEMTYPE(arr), &typlen, &typbyval, &typalign);
+	deconstruct_array(arr, ARR_ELEMTYPE(arr), typlen, typbyval, typalign, &elems, &enulls, &ngroups);
+	groups = palloc0(sizeof(NewGroup) * Max(ngroups, 1));
+	rows = palloc_extended(sizeof(NewRow) * cap, 0);
+
+	/* 1. type every group's samples (junction._sample_rows: nothing for a null group, resource or object) */
+	for (int i = 0; i < ngroups; i++)
+	{
+		Datum		obj,
+					kind,
+					extra;
+		bool		obj_null,
+					kind_null,
+					extra_null;
+		char	   *kind_s;
+
+		if (enulls[i])
+			continue;
+		read_group(DatumGetHeapTupleHeader(elems[i]), &groups[i], &obj, &obj_null, &kind, &kind_null,
+				   &extra, &extra_null);
+		if (groups[i].resource_null || obj_null)
+			continue;
+		kind_s = kind_null ? NULL : TextDatumGetCString(kind);
+		type_group(&groups[i], DatumGetJsonbP(obj), TextDatumGetCString(groups[i].resource),
+				   kind_s != NULL && strcmp(kind_s, "number") == 0,
+				   !groups[i].floating_null && DatumGetBool(groups[i].floating),
+				   extra_null ? NULL : DatumGetJsonbP(extra), &rows, &nrows, &cap, work);
+	}
+
+	/* 2. the key order of junction._sample_rows; the first of each key is the one kept (DISTINCT ON) */
+	sorted = palloc(sizeof(NewRow *) * Max(nrows, 1));
+	for (int i = 0; i < nrows; i++)
+		sorted[i] = &rows[i];
+	qsort_arg(sorted, nrows, sizeof(NewRow *), row_order, NULL);
+	for (int i = 0; i < nrows; i++)
+		if (nkept == 0 || key_order(sorted[nkept - 1], sorted[i]) != 0)
+			sorted[nkept++] = sorted[i];
+
+	/* 3. store them */
+	if (nkept > 0)
+		bulk_insert(rel, sorted, nkept);
+
+	/* 4. the hours written, as date_trunc('hour', time) in UTC */
+	hours = palloc(sizeof(NewHour) * Max(nkept, 1));
+	for (int i = 0, h = -1; i < nkept; i++)
+	{
+		TimestampTz t = DatumGetTimestampTz(sorted[i]->v[2]);
+		TimestampTz hr;
+
+		if (h >= 0 && !TIMESTAMP_NOT_FINITE(hours[h].hour) && hours[h].g == sorted[i]->g &&
+			t >= hours[h].hour && t - hours[h].hour < USECS_PER_HOUR)
+			hr = hours[h].hour;
+		else
+			hr = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_trunc, CStringGetTextDatum("hour"),
+														 TimestampTzGetDatum(t)));
+		if (h >= 0 && hours[h].g == sorted[i]->g && hours[h].hour == hr)
+			hours[h].n++;
+		else
+		{
+			h = nhours++;
+			hours[h].g = sorted[i]->g;
+			hours[h].hour = hr;
+			hours[h].n = 1;
+		}
+	}
+	qsort_arg(hours, nhours, sizeof(NewHour), hour_order, NULL);
+
+	MemoryContextSwitchTo(old);
+	for (int i = 0; i < nhours;)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {0};
+		int64		n = 0;
+		int			j = i;
+
+		while (j < nhours && hour_order(&hours[i], &hours[j], NULL) == 0)
+			n += hours[j++].n;
+		values[0] = hours[i].g->user_id;
+		nulls[0] = hours[i].g->user_id_null;
+		values[1] = hours[i].g->resource;
+		values[2] = TimestampTzGetDatum(hours[i].hour);
+		values[3] = Int64GetDatum(n);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		i = j;
+	}
+	MemoryContextDelete(work);
+	table_close(rel, NoLock);
+	PG_RETURN_NULL();
 }

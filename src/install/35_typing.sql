@@ -255,6 +255,67 @@ AS 'MODULE_PATHNAME', 'junction_subxact_room';
 COMMENT ON FUNCTION junction._subxact_room() IS
   'true while this transaction has fewer subtransaction ids than the per-backend cache holds (64)';
 
+-- What the samples of one timeseries group share: the item, the resource's value kind, and the
+-- group's source (provider, source type, workout, the source extras) and time rule. One SQL
+-- statement, inlined into junction._sample_rows (so the same rules as it: no table, no SET,
+-- every name qualified); junction._insert_new_samples takes its rows as an array.
+CREATE TYPE junction.sample_group AS (
+    received_seq bigint, user_id uuid, resource text, obj jsonb, value_kind text,
+    provider text, source_type text, workout_id uuid, source_extra jsonb, floating boolean
+);
+COMMENT ON TYPE junction.sample_group IS
+  'a timeseries group and the fields its samples share (junction._sample_groups)';
+
+CREATE FUNCTION junction._sample_groups(items junction.typing_item[], kinds jsonb)
+RETURNS SETOF junction.sample_group
+LANGUAGE sql STABLE
+AS $fn$
+    SELECT i.received_seq, i.user_id, i.resource, i.obj,
+           kinds OPERATOR(pg_catalog.->>) i.resource AS value_kind,
+           src.provider, src.source_type, src.workout_id, src.source_extra,
+           -- floating time (README, "Floating time"): the offset suffix is meaningless for
+           -- these two (Junction's list; freestyle_libre_ble is SDK-based, with a real zone)
+           src.provider OPERATOR(pg_catalog.=) ANY (ARRAY['abbott_libreview',
+                                                       'freestyle_libre']::pg_catalog.text[]) AS floating
+    FROM pg_catalog.unnest(items) AS i
+    CROSS JOIN LATERAL (
+        SELECT junction._provider(i.obj) AS provider,
+               coalesce(i.obj OPERATOR(pg_catalog.#>>) '{source,type}'::pg_catalog.text[], 'unknown') AS source_type,
+               coalesce((i.obj OPERATOR(pg_catalog.#>>) '{source,workout_id}'::pg_catalog.text[])::pg_catalog.uuid,
+                        '00000000-0000-0000-0000-000000000000'::pg_catalog.uuid) AS workout_id,
+               nullif(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                   'source_app_id'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,app_id}'::pg_catalog.text[],
+                   'source_device_id'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,device_id}'::pg_catalog.text[],
+                   'source_sport'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,sport}'::pg_catalog.text[])),
+                      '{}'::pg_catalog.jsonb) AS source_extra
+        OFFSET 0
+    ) AS src
+$fn$;
+COMMENT ON FUNCTION junction._sample_groups(junction.typing_item[], jsonb) IS
+  'the timeseries groups of a batch with the fields their samples share (provider, source type, workout, source extras, floating time)';
+
+-- The first-backfill loader (src/samples.c): the groups' samples typed as junction._group_samples
+-- types them, deduped as junction._sample_rows dedupes them, and bulk-inserted (table_multi_insert,
+-- as COPY inserts) into junction.samples, which must hold none of their keys; one row per
+-- (user, resource, UTC hour) written. Only where junction._samples_bulk_ok().
+CREATE FUNCTION junction._insert_new_samples(groups junction.sample_group[],
+                                             OUT user_id uuid, OUT resource text,
+                                             OUT hour timestamptz, OUT n bigint)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'junction_insert_new_samples';
+COMMENT ON FUNCTION junction._insert_new_samples(junction.sample_group[]) IS
+  'type, dedupe and bulk-insert the samples of timeseries groups whose keys are all new; returns the (user, resource, hour) written with their row counts';
+
+-- Whether that loader may write junction.samples: a plain table without triggers, rules, row
+-- security or generated columns, in this extension's layout, and no Citus (src/samples.c).
+CREATE FUNCTION junction._samples_bulk_ok()
+RETURNS boolean
+LANGUAGE C STABLE
+AS 'MODULE_PATHNAME', 'junction_samples_bulk_ok';
+COMMENT ON FUNCTION junction._samples_bulk_ok() IS
+  'true when junction._insert_new_samples may load junction.samples (no trigger, rule, row security or Citus on it)';
+
 -- The rows of junction.samples for a batch of timeseries groups, deduped on the key (the latest
 -- received wins) and in key order. One SQL statement, inlined into the INSERTs below. Inlining
 -- needs a function without SET clauses, so every name here is qualified (operators and casts
@@ -274,26 +335,7 @@ AS $fn$
                g.received_seq, e.ord, e.type, e.time, e.time_end, e.value, e.unit,
                e.timezone_offset, e.local_time, e.extra
         FROM (
-            SELECT i.received_seq, i.user_id, i.resource, i.obj,
-                   kinds OPERATOR(pg_catalog.->>) i.resource AS value_kind,
-                   src.provider, src.source_type, src.workout_id, src.source_extra,
-                   -- floating time (README, "Floating time"): the offset suffix is meaningless for
-                   -- these two (Junction's list; freestyle_libre_ble is SDK-based, with a real zone)
-                   src.provider OPERATOR(pg_catalog.=) ANY (ARRAY['abbott_libreview',
-                                                               'freestyle_libre']::pg_catalog.text[]) AS floating
-            FROM pg_catalog.unnest(items) AS i
-            CROSS JOIN LATERAL (
-                SELECT junction._provider(i.obj) AS provider,
-                       coalesce(i.obj OPERATOR(pg_catalog.#>>) '{source,type}'::pg_catalog.text[], 'unknown') AS source_type,
-                       coalesce((i.obj OPERATOR(pg_catalog.#>>) '{source,workout_id}'::pg_catalog.text[])::pg_catalog.uuid,
-                                '00000000-0000-0000-0000-000000000000'::pg_catalog.uuid) AS workout_id,
-                       nullif(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-                           'source_app_id'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,app_id}'::pg_catalog.text[],
-                           'source_device_id'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,device_id}'::pg_catalog.text[],
-                           'source_sport'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,sport}'::pg_catalog.text[])),
-                              '{}'::pg_catalog.jsonb) AS source_extra
-                OFFSET 0
-            ) AS src
+            SELECT * FROM junction._sample_groups(items, kinds)
             OFFSET 0
         ) AS g
         -- the samples of data[], typed in C (src/samples.c)
@@ -310,7 +352,8 @@ COMMENT ON FUNCTION junction._sample_rows(junction.typing_item[], jsonb) IS
 
 -- conflicts = false is for a caller that knows none of these sample keys exists yet (an empty
 -- range, checked beforehand) and that handles unique_violation by loading again with true: a plain
--- INSERT costs about half of INSERT ... ON CONFLICT.
+-- INSERT costs about half of INSERT ... ON CONFLICT, and junction._insert_new_samples (the bulk
+-- loader, where junction._samples_bulk_ok()) less again.
 CREATE FUNCTION junction._upsert_samples(items junction.typing_item[], conflicts boolean DEFAULT true)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -344,6 +387,10 @@ BEGIN
                 timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
                 floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
             WHERE excluded.received_seq > t.received_seq;
+        ELSIF junction._samples_bulk_ok() THEN
+            SELECT coalesce(sum(h.n), 0) INTO n
+            FROM junction._insert_new_samples(ARRAY(SELECT g FROM junction._sample_groups(items, kinds) AS g)) AS h;
+            RETURN n;
         ELSE
             INSERT INTO junction.samples SELECT * FROM junction._sample_rows(items, kinds);
         END IF;
@@ -369,6 +416,12 @@ BEGIN
           INTO n, hours
         FROM (SELECT w.user_id, w.resource, date_trunc('hour', w.time) AS hour, count(*) AS n
               FROM w GROUP BY 1, 2, 3) AS h;
+        n := coalesce(n, 0);
+    ELSIF junction._samples_bulk_ok() THEN
+        SELECT sum(h.n), array_agg(ROW(h.user_id, h.resource, h.hour)::junction.daily_hour)
+                           FILTER (WHERE h.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
+          INTO n, hours
+        FROM junction._insert_new_samples(ARRAY(SELECT g FROM junction._sample_groups(items, kinds) AS g)) AS h;
         n := coalesce(n, 0);
     ELSE
         WITH w AS (

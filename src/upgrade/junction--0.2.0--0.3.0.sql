@@ -3733,7 +3733,7 @@ FROM junction.daily AS d
 GROUP BY d.user_id, d.calendar_date;
 COMMENT ON VIEW junction.daily_wide IS
   'junction.daily pivoted for dashboards: one row per user and day, one column per built-in metric (units as in junction.daily_metrics)';
-REVOKE ALL ON junction.daily_wide FROM PUBLIC;
+REVOKE ALL ON junction.daily_wide FROM PUBLIC
 -- ---------------------------------------------------------------------------------------------
 -- Scaling out with Citus (issue 10): junction.events keyed by (user_id, svix_id) like every
 -- per-user table, the writes made valid on distributed tables, junction_distribute().
@@ -3745,6 +3745,62 @@ ALTER TABLE junction.events ALTER COLUMN user_id SET NOT NULL;
 ALTER TABLE junction.events ADD CONSTRAINT events_pkey PRIMARY KEY (user_id, svix_id);
 -- the sample rows take the resources' value kinds from the caller (they read no table)
 DROP FUNCTION junction._sample_rows(junction.typing_item[]);
+-- the fields a timeseries group's samples share, one function for the SQL path and the bulk
+-- loader of first backfills (issue 14)
+CREATE TYPE junction.sample_group AS (
+    received_seq bigint, user_id uuid, resource text, obj jsonb, value_kind text,
+    provider text, source_type text, workout_id uuid, source_extra jsonb, floating boolean
+);
+COMMENT ON TYPE junction.sample_group IS
+  'a timeseries group and the fields its samples share (junction._sample_groups)';
+
+CREATE FUNCTION junction._sample_groups(items junction.typing_item[], kinds jsonb)
+RETURNS SETOF junction.sample_group
+LANGUAGE sql STABLE
+AS $fn$
+    SELECT i.received_seq, i.user_id, i.resource, i.obj,
+           kinds OPERATOR(pg_catalog.->>) i.resource AS value_kind,
+           src.provider, src.source_type, src.workout_id, src.source_extra,
+           -- floating time (README, "Floating time"): the offset suffix is meaningless for
+           -- these two (Junction's list; freestyle_libre_ble is SDK-based, with a real zone)
+           src.provider OPERATOR(pg_catalog.=) ANY (ARRAY['abbott_libreview',
+                                                       'freestyle_libre']::pg_catalog.text[]) AS floating
+    FROM pg_catalog.unnest(items) AS i
+    CROSS JOIN LATERAL (
+        SELECT junction._provider(i.obj) AS provider,
+               coalesce(i.obj OPERATOR(pg_catalog.#>>) '{source,type}'::pg_catalog.text[], 'unknown') AS source_type,
+               coalesce((i.obj OPERATOR(pg_catalog.#>>) '{source,workout_id}'::pg_catalog.text[])::pg_catalog.uuid,
+                        '00000000-0000-0000-0000-000000000000'::pg_catalog.uuid) AS workout_id,
+               nullif(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                   'source_app_id'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,app_id}'::pg_catalog.text[],
+                   'source_device_id'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,device_id}'::pg_catalog.text[],
+                   'source_sport'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,sport}'::pg_catalog.text[])),
+                      '{}'::pg_catalog.jsonb) AS source_extra
+        OFFSET 0
+    ) AS src
+$fn$;
+COMMENT ON FUNCTION junction._sample_groups(junction.typing_item[], jsonb) IS
+  'the timeseries groups of a batch with the fields their samples share (provider, source type, workout, source extras, floating time)';
+
+CREATE FUNCTION junction._insert_new_samples(groups junction.sample_group[],
+                                             OUT user_id uuid, OUT resource text,
+                                             OUT hour timestamptz, OUT n bigint)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'junction_insert_new_samples';
+COMMENT ON FUNCTION junction._insert_new_samples(junction.sample_group[]) IS
+  'type, dedupe and bulk-insert the samples of timeseries groups whose keys are all new; returns the (user, resource, hour) written with their row counts';
+
+CREATE FUNCTION junction._samples_bulk_ok()
+RETURNS boolean
+LANGUAGE C STABLE
+AS 'MODULE_PATHNAME', 'junction_samples_bulk_ok';
+COMMENT ON FUNCTION junction._samples_bulk_ok() IS
+  'true when junction._insert_new_samples may load junction.samples (no trigger, rule, row security or Citus on it)';
+
+REVOKE ALL ON FUNCTION junction._sample_groups(junction.typing_item[], jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION junction._insert_new_samples(junction.sample_group[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION junction._samples_bulk_ok() FROM PUBLIC;
 CREATE FUNCTION junction._sample_rows(items junction.typing_item[], kinds jsonb)
 RETURNS SETOF junction.samples
 LANGUAGE sql STABLE
@@ -3757,26 +3813,7 @@ AS $fn$
                g.received_seq, e.ord, e.type, e.time, e.time_end, e.value, e.unit,
                e.timezone_offset, e.local_time, e.extra
         FROM (
-            SELECT i.received_seq, i.user_id, i.resource, i.obj,
-                   kinds OPERATOR(pg_catalog.->>) i.resource AS value_kind,
-                   src.provider, src.source_type, src.workout_id, src.source_extra,
-                   -- floating time (README, "Floating time"): the offset suffix is meaningless for
-                   -- these two (Junction's list; freestyle_libre_ble is SDK-based, with a real zone)
-                   src.provider OPERATOR(pg_catalog.=) ANY (ARRAY['abbott_libreview',
-                                                               'freestyle_libre']::pg_catalog.text[]) AS floating
-            FROM pg_catalog.unnest(items) AS i
-            CROSS JOIN LATERAL (
-                SELECT junction._provider(i.obj) AS provider,
-                       coalesce(i.obj OPERATOR(pg_catalog.#>>) '{source,type}'::pg_catalog.text[], 'unknown') AS source_type,
-                       coalesce((i.obj OPERATOR(pg_catalog.#>>) '{source,workout_id}'::pg_catalog.text[])::pg_catalog.uuid,
-                                '00000000-0000-0000-0000-000000000000'::pg_catalog.uuid) AS workout_id,
-                       nullif(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-                           'source_app_id'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,app_id}'::pg_catalog.text[],
-                           'source_device_id'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,device_id}'::pg_catalog.text[],
-                           'source_sport'::pg_catalog.text, i.obj OPERATOR(pg_catalog.#>) '{source,sport}'::pg_catalog.text[])),
-                              '{}'::pg_catalog.jsonb) AS source_extra
-                OFFSET 0
-            ) AS src
+            SELECT * FROM junction._sample_groups(items, kinds)
             OFFSET 0
         ) AS g
         -- the samples of data[], typed in C (src/samples.c)
@@ -3824,6 +3861,10 @@ BEGIN
                 timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
                 floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
             WHERE excluded.received_seq > t.received_seq;
+        ELSIF junction._samples_bulk_ok() THEN
+            SELECT coalesce(sum(h.n), 0) INTO n
+            FROM junction._insert_new_samples(ARRAY(SELECT g FROM junction._sample_groups(items, kinds) AS g)) AS h;
+            RETURN n;
         ELSE
             INSERT INTO junction.samples SELECT * FROM junction._sample_rows(items, kinds);
         END IF;
@@ -3849,6 +3890,12 @@ BEGIN
           INTO n, hours
         FROM (SELECT w.user_id, w.resource, date_trunc('hour', w.time) AS hour, count(*) AS n
               FROM w GROUP BY 1, 2, 3) AS h;
+        n := coalesce(n, 0);
+    ELSIF junction._samples_bulk_ok() THEN
+        SELECT sum(h.n), array_agg(ROW(h.user_id, h.resource, h.hour)::junction.daily_hour)
+                           FILTER (WHERE h.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
+          INTO n, hours
+        FROM junction._insert_new_samples(ARRAY(SELECT g FROM junction._sample_groups(items, kinds) AS g)) AS h;
         n := coalesce(n, 0);
     ELSE
         WITH w AS (
