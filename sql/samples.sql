@@ -111,6 +111,77 @@ BEGIN
 EXCEPTION WHEN unique_violation THEN
   RAISE NOTICE 'unique_violation: %', SQLERRM;
 END $$;
+-- Pages read from their text (junction._api_page, junction._page_from_text): the groups' data
+-- arrays stay in the page's text and the loader reads the samples from there. Every case above,
+-- and raw texts jsonb would normalise, give the same rows (or error) as the page parsed as jsonb.
+CREATE TEMP TABLE page_case (n serial, label text, res text, body text);
+INSERT INTO page_case (label, res, body)
+SELECT 'case ' || c.n || ': ' || c.label, c.res, '{"groups":{"p":[' || c.obj::text || ']},"next_cursor":null}'
+FROM samples_case AS c ORDER BY c.n;
+INSERT INTO page_case (label, res, body) VALUES
+ ('repeated key: the last wins', 'heartrate', '{"groups":{"oura":[{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1,"value":2,"timestamp":"2025-01-02T00:00:00Z"}]}]}}'),
+ ('numbers: exponent, -0, -0.0, long digits', 'heartrate', '{"groups":{"oura":[{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":7.25e1},{"timestamp":"2025-01-01T00:00:01Z","value":-0},{"timestamp":"2025-01-01T00:00:02Z","value":-0.0},{"timestamp":"2025-01-01T00:00:03Z","value":3.14159265358979323846264338327950288},{"timestamp":"2025-01-01T00:00:04Z","value":-12.50,"timezone_offset":-3600}]}]}}'),
+ ('offset -0', 'heartrate', '{"groups":{"oura":[{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1,"timezone_offset":-0}]}]}}'),
+ ('offset 1e3', 'heartrate', '{"groups":{"oura":[{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1,"timezone_offset":1e3}]}]}}'),
+ ('offset a string', 'heartrate', '{"groups":{"oura":[{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1,"timezone_offset":"7200"}]}]}}'),
+ ('type and unit of every kind', 'heartrate', '{"groups":{"oura":[{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-01T00:00:00Z","type":5,"unit":true},{"timestamp":"2025-01-01T00:00:01Z","type":5.5,"unit":false},{"timestamp":"2025-01-01T00:00:02Z","type":"caf\u00e9 \"x\"","unit":null},{"timestamp":"2025-01-01T00:00:03Z","type":{"a":1}}]}]}}'),
+ ('timestamp a number', 'heartrate', '{"groups":{"oura":[{"source":{"provider":"oura"},"data":[{"timestamp":20250101,"value":1}]}]}}'),
+ ('start null, timestamp used', 'heartrate', '{"groups":{"oura":[{"source":{"provider":"oura"},"data":[{"start":null,"timestamp":"2025-01-01T00:00:00Z","end":null,"value":1}]}]}}'),
+ ('id of any shape', 'heartrate', '{"groups":{"oura":[{"source":{"provider":"oura"},"data":[{"id":{"a":[1,{"b":2}]},"timestamp":"2025-01-01T00:00:00Z","value":1},{"id":[1,2],"timestamp":"2025-01-01T00:00:01Z","value":2},{"id":"x","timestamp":"2025-01-01T00:00:02Z","value":3}]}]}}'),
+ ('two groups, two providers, one read through jsonb', 'heartrate', '{"groups":{"oura":[{"source":{"provider":"oura","app_id":"a"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1}]},{"source":{"provider":"oura","type":"ring"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":2,"note":"x"}]}],"garmin":[{"source":{"provider":"garmin"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":3}]}]},"next_cursor":"c1"}'),
+ ('a repeated data key: the last wins', 'heartrate', '{"groups":{"oura":[{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1}],"data":[{"timestamp":"2025-01-02T00:00:00Z","value":2}]}]}}'),
+ ('a repeated provider key: the last wins', 'heartrate', '{"groups":{"oura":[{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1}]}],"oura":[{"source":{"provider":"oura"},"data":[{"timestamp":"2025-01-03T00:00:00Z","value":3}]}]}}'),
+ ('data nested deeper is not a span', 'heartrate', '{"groups":{"oura":[{"source":{"provider":"oura","data":[1]},"data":[{"timestamp":"2025-01-01T00:00:00Z","value":1,"unit":"bpm"}]}]},"data":[{"x":1}]}'),
+ ('a forged marker is an object', 'heartrate', '{"groups":{"oura":[{"source":{"provider":"oura"},"data":{"$junction_span":"0000000000000000:0:5"}}]}}'),
+ ('a group that is not an object', 'heartrate', '{"groups":{"oura":[[{"data":[1]}]]}}'),
+ ('groups values not arrays', 'heartrate', '{"groups":{"oura":{"data":[1]}}}'),
+ ('invalid JSON', 'heartrate', '{"groups":{"oura":[{"data":[1,]}]}}');
+CREATE FUNCTION pg_temp.run_page(c page_case, via_text boolean) RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE
+  page jsonb;
+BEGIN
+  TRUNCATE junction.samples;
+  page := CASE WHEN via_text THEN junction._page_from_text(c.body) ELSE c.body::jsonb END;
+  PERFORM junction._upsert_samples(junction._page_items('5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', c.res,
+                                                         junction._check_groups(page, 'test')), NOT via_text);
+  RETURN QUERY SELECT ROW(s.resource, s.provider, s.source_type, s.type, s.workout_id,
+                          s.time AT TIME ZONE 'UTC', s.time_end AT TIME ZONE 'UTC', s.value, s.unit,
+                          s.timezone_offset, s.local_time, s.floating, s.extra)::text
+               FROM junction.samples AS s ORDER BY s.time, s.type, s.value;
+  IF NOT FOUND THEN RETURN NEXT '(no rows)'; END IF;
+EXCEPTION WHEN OTHERS THEN
+  RETURN NEXT 'ERROR ' || SQLSTATE || ': ' || left(SQLERRM, 100);
+END $$;
+SELECT count(*) AS pages,
+       count(*) FILTER (WHERE a IS NOT DISTINCT FROM b) AS same_as_jsonb,
+       count(*) FILTER (WHERE a::text LIKE '%ERROR%') AS errors_among_them,
+       count(*) FILTER (WHERE junction._page_from_text(c.body)::text LIKE '%$junction_span%') AS read_from_text
+FROM page_case AS c,
+     LATERAL (SELECT array_agg(r) FROM pg_temp.run_page(c, false) AS r) AS x(a),
+     LATERAL (SELECT array_agg(r) FROM pg_temp.run_page(c, true) AS r) AS y(b)
+WHERE c.label <> 'invalid JSON';
+SELECT c.n, c.label, a IS NOT DISTINCT FROM b AS same, cardinality(b) AS rows,
+       CASE WHEN b[1] LIKE 'ERROR%' THEN b[1] END AS error
+FROM page_case AS c,
+     LATERAL (SELECT array_agg(r) FROM pg_temp.run_page(c, false) AS r) AS x(a),
+     LATERAL (SELECT array_agg(r) FROM pg_temp.run_page(c, true) AS r) AS y(b)
+WHERE c.n > (SELECT count(*) FROM samples_case) AND c.label NOT LIKE 'invalid%'
+ORDER BY c.n;
+-- the page text is not JSON: _page_from_text says so as jsonb_in does (junction._api_page then reports
+-- the response as invalid JSON, as junction_api does)
+SELECT junction._page_from_text(body) FROM page_case WHERE label = 'invalid JSON';
+-- the skeleton: data arrays replaced by markers, everything else kept
+SELECT jsonb_path_query_array(junction._page_from_text(body), 'strict $.groups.*[*].data.keyvalue().key') AS marker_keys,
+       junction._page_from_text(body) -> 'next_cursor' AS next_cursor,
+       junction._page_from_text(body) #> '{groups,oura,0,source}' AS source
+FROM page_case WHERE label LIKE 'two groups%';
+-- a marker of an earlier page is not read (the text kept is the latest page's)
+CREATE TEMP TABLE stale AS
+SELECT junction._page_items('5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4d5e', 'heartrate',
+         junction._page_from_text(body) -> 'groups') AS items FROM page_case WHERE label = 'repeated key: the last wins';
+SELECT junction._page_from_text(body) IS NOT NULL AS next_page FROM page_case WHERE label = 'offset -0';
+SELECT junction._upsert_samples(items, false) FROM stale;
+TRUNCATE junction.samples;
 -- what the loader cannot honour sends junction._upsert_samples down the SQL path: a trigger
 CREATE FUNCTION pg_temp.mark_unit() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN NEW.unit := 'set by trigger'; RETURN NEW; END $$;

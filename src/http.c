@@ -44,6 +44,7 @@
 
 PG_FUNCTION_INFO_V1(junction_api);
 PG_FUNCTION_INFO_V1(junction_api_request);
+PG_FUNCTION_INFO_V1(junction_api_page);
 PG_FUNCTION_INFO_V1(junction_api_base_url_of);
 PG_FUNCTION_INFO_V1(junction_api_prefetch);
 PG_FUNCTION_INFO_V1(junction_redact_sql);
@@ -1442,6 +1443,37 @@ junction_api(PG_FUNCTION_ARGS)
 	if (status < 200 || status > 299)
 		raise_http_error(false, method, path, status, &body, NIL);
 	res = junction_parse_response(method, path, &body);
+	if (res == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(res);
+}
+
+/*
+ * junction._api_page(path, query) -> jsonb: GET of one timeseries page for the bulk loader, as
+ * junction_api, but with each group's data array left in the page's text (samples.c,
+ * junction_page_skeleton); a body without one is parsed whole, as junction_api does.
+ */
+Datum
+junction_api_page(PG_FUNCTION_ARGS)
+{
+	char	   *path;
+	Jsonb	   *query = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	StringInfoData body;
+	long		status;
+	Jsonb	   *res;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("path must not be null")));
+	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	initStringInfo(&body);
+	status = junction_http_request(false, "GET", path, query, NULL, &body);
+	if (status < 200 || status > 299)
+		raise_http_error(false, "GET", path, status, &body, NIL);
+	res = junction_page_skeleton(&body);
+	if (res == NULL)
+		res = junction_parse_response("GET", path, &body);
 	if (res == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_JSONB_P(res);

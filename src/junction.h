@@ -79,6 +79,9 @@ extern bool junction_api_key_configured(bool management);
 /* http.c: keep a prefetched page across commits (the backfill workers, which commit every page) */
 extern bool junction_prefetch_across_commit;
 
+/* samples.c: a timeseries page as jsonb with its groups' data arrays left in its text (NULL: none) */
+extern Jsonb *junction_page_skeleton(StringInfo body);
+
 /* verify.c */
 extern void junction_headers_from_jsonb(Jsonb *headers, jx_sig_headers *out);
 extern int64 junction_unix_seconds(TimestampTz t);

@@ -36,6 +36,7 @@
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
+#include "common/jsonapi.h"
 #include "executor/executor.h"
 #include "nodes/makefuncs.h"
 #include "utils/acl.h"
@@ -52,6 +53,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/float.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
@@ -59,10 +61,13 @@
 #include "utils/tuplestore.h"
 #include "storage/proc.h"
 
+#include "junction.h"
+
 PG_FUNCTION_INFO_V1(junction_group_samples);
 PG_FUNCTION_INFO_V1(junction_subxact_room);
 PG_FUNCTION_INFO_V1(junction_insert_new_samples);
 PG_FUNCTION_INFO_V1(junction_samples_bulk_ok);
+PG_FUNCTION_INFO_V1(junction_page_from_text);
 
 #define NCOLS 9
 
@@ -264,6 +269,49 @@ sample_extra(GroupInfo *g, JsonbValue *elem, SampleKeys *sk, Datum *out)
 }
 
 /*
+ * The typing rule of one sample, in two halves around its value, shared by the jsonb reader
+ * (sample_row) and the page reader (span_sample): type, time and time_end from their texts
+ * (start_text not null), then unit, timezone_offset and local_time. The errors come in this order.
+ */
+static Timestamp
+row_times(GroupInfo *g, const char *start_text, const char *type, const char *end_text, int64 ord,
+		  Datum *values, bool *nulls)
+{
+	Timestamp	t;
+
+	values[0] = Int64GetDatum(ord);
+	values[1] = CStringGetTextDatum(type ? type : "");
+	t = parse_time(start_text, g->floating);
+	values[2] = TimestampTzGetDatum(t);
+	if (end_text)
+		values[3] = TimestampTzGetDatum(parse_time(end_text, g->floating));
+	else
+		nulls[3] = true;
+	return t;
+}
+
+static void
+row_rest(GroupInfo *g, Timestamp t, const char *unit, const char *tz_text, Datum *values, bool *nulls)
+{
+	bool		have_tz = false;
+	int32		tz = 0;
+
+	if (unit)
+		values[5] = CStringGetTextDatum(unit);
+	else
+		nulls[5] = true;
+	if (tz_text)
+	{
+		tz = DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum(tz_text)));
+		have_tz = true;
+		values[6] = Int32GetDatum(tz);
+	}
+	else
+		nulls[6] = true;
+	nulls[7] = !local_time(t, g->floating, have_tz, tz, &values[7]);
+}
+
+/*
  * One sample (element ord of data[]) as a row: values/nulls of (ord, type, time, time_end, value,
  * unit, timezone_offset, local_time, extra), with the old SQL's error for each bad input.
  */
@@ -272,11 +320,8 @@ sample_row(GroupInfo *g, JsonbValue *elem, int64 ord, Datum *values, bool *nulls
 {
 	JsonbContainer *s;
 	char	   *start_text;
-	char	   *str;
 	SampleKeys	sk;
 	Timestamp	t;
-	bool		have_tz = false;
-	int32		tz = 0;
 
 	/* sample - '{id,timestamp,...}': a scalar cannot have keys deleted */
 	if (elem->type != jbvBinary)
@@ -298,20 +343,7 @@ sample_row(GroupInfo *g, JsonbValue *elem, int64 ord, Datum *values, bool *nulls
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
 				 errmsg("%s sample without timestamp: %s", g->resource, sample_head(elem))));
 
-	values[0] = Int64GetDatum(ord);
-
-	/* type */
-	str = key_text(&sk, K_TYPE);
-	values[1] = CStringGetTextDatum(str ? str : "");
-
-	/* time, time_end */
-	t = parse_time(start_text, g->floating);
-	values[2] = TimestampTzGetDatum(t);
-	str = key_text(&sk, K_END);
-	if (str)
-		values[3] = TimestampTzGetDatum(parse_time(str, g->floating));
-	else
-		nulls[3] = true;
+	t = row_times(g, start_text, key_text(&sk, K_TYPE), key_text(&sk, K_END), ord, values, nulls);
 
 	/* value */
 	nulls[4] = true;
@@ -326,27 +358,11 @@ sample_row(GroupInfo *g, JsonbValue *elem, int64 ord, Datum *values, bool *nulls
 		nulls[4] = false;
 	}
 
-	/* unit */
-	str = key_text(&sk, K_UNIT);
-	if (str)
-		values[5] = CStringGetTextDatum(str);
-	else
-		nulls[5] = true;
-
-	/* timezone_offset */
-	str = key_text(&sk, K_TZ);
-	if (str)
-	{
-		tz = DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum(str)));
-		have_tz = true;
-		values[6] = Int32GetDatum(tz);
-	}
-	else
-		nulls[6] = true;
-
-	nulls[7] = !local_time(t, g->floating, have_tz, tz, &values[7]);
+	row_rest(g, t, key_text(&sk, K_UNIT), key_text(&sk, K_TZ), values, nulls);
 	nulls[8] = !sample_extra(g, elem, &sk, &values[8]);
 }
+
+static void resolve_data(JsonbValue *data);
 
 /*
  * junction._group_samples(grp jsonb, resource text, value_kind text, floating boolean,
@@ -388,6 +404,7 @@ junction_group_samples(PG_FUNCTION_ARGS)
 	/* grp -> 'data': nothing for a non-object group or a missing key, as jsonb_array_elements(NULL) */
 	if (!JB_ROOT_IS_OBJECT(grp) || !get_key(&grp->root, "data", &data))
 		PG_RETURN_NULL();
+	resolve_data(&data);		/* a page marker: its span, as jsonb */
 	if (data.type != jbvBinary || !JsonContainerIsArray(data.val.binary.data) ||
 		JsonContainerIsScalar(data.val.binary.data))
 		ereport(ERROR,
@@ -652,6 +669,502 @@ hour_order(const void *pa, const void *pb, void *arg)
 	return 0;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Pages read straight into rows.
+ *
+ * A first backfill spends more time turning each page into jsonb (jsonb_in builds and sorts every
+ * sample object) than storing its rows. junction._api_page returns the page as jsonb with each
+ * group's "data" array left out: in its place a marker {"$junction_span": "<nonce>:<start>:<end>"}
+ * that points into the page's text, kept here until the next page. Whoever reads a group's samples
+ * resolves the marker: the bulk loader reads the samples from the text with Postgres' JSON parser
+ * (common/jsonapi.h, semantic actions), without building jsonb; everything else (the SQL path)
+ * parses the span into jsonb and goes on as before. The nonce is random per page, so no body can
+ * forge a marker. The page reader types a sample with the same halves of the typing rule as
+ * sample_row; a sample it cannot read that way exactly (a key that goes to extra, a nested value,
+ * a value that is not a plain number, no timestamp: whatever needs jsonb to render or to convert)
+ * makes it give up on the group, whose span is then typed through jsonb as before.
+ * ---------------------------------------------------------------------------------------------
+ */
+#define SPAN_KEY "$junction_span"
+
+static char *page_text = NULL;	/* the last page read by junction._api_page, in TopMemoryContext */
+static int	page_len = 0;
+static int	page_cap = 0;
+static uint64 page_nonce = 0;
+
+/* The span a marker points to, if data is one for the page in store. */
+static bool
+span_of(JsonbValue *data, int *start, int *end)
+{
+	JsonbValue	v;
+	char		buf[64];
+	unsigned long long nonce;
+	int			a,
+				b;
+	char		tail;
+
+	if (page_text == NULL || data->type != jbvBinary || !JsonContainerIsObject(data->val.binary.data))
+		return false;
+	if (!get_key(data->val.binary.data, SPAN_KEY, &v) || v.type != jbvString ||
+		v.val.string.len >= (int) sizeof(buf))
+		return false;
+	memcpy(buf, v.val.string.val, v.val.string.len);
+	buf[v.val.string.len] = '\0';
+	if (sscanf(buf, "%llx:%d:%d%c", &nonce, &a, &b, &tail) != 3 || (uint64) nonce != page_nonce ||
+		a < 0 || b <= a || b > page_len)
+		return false;
+	*start = a;
+	*end = b;
+	return true;
+}
+
+/* A span of the page as jsonb (what the full page's jsonb held there). */
+static Jsonb *
+span_jsonb(int start, int end)
+{
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+											  CStringGetDatum(pnstrdup(page_text + start, end - start))));
+}
+
+/* data, or for a marker the array it stands for (as jsonb). */
+static void
+resolve_data(JsonbValue *data)
+{
+	int			a,
+				b;
+
+	if (span_of(data, &a, &b))
+	{
+		Jsonb	   *arr = span_jsonb(a, b);
+
+		data->type = jbvBinary;
+		data->val.binary.data = &arr->root;
+		data->val.binary.len = VARSIZE(arr) - VARHDRSZ;
+	}
+}
+
+/* ---- the page skeleton: where each group's data array is ---- */
+#define SKEL_DEPTH 8
+
+typedef struct SkelState
+{
+	JsonLexContext *lex;
+	int			depth;
+	char		kind[SKEL_DEPTH];	/* 'o' or 'a' at each depth */
+	int			groups_at;		/* depth of the "groups" object while inside it, else 0 */
+	bool		next_groups;	/* the value being parsed is the page's "groups" */
+	bool		next_data;		/* the value being parsed is a group's "data" */
+	bool		in_data;
+	int			data_start;
+	int		   *spans;			/* start, end pairs */
+	int			nspans;
+	int			cap;
+} SkelState;
+
+static void
+skel_push(SkelState *s, char kind)
+{
+	s->depth++;
+	if (s->depth < SKEL_DEPTH)
+		s->kind[s->depth] = kind;
+}
+
+static void
+skel_ostart(void *st)
+{
+	SkelState  *s = st;
+
+	skel_push(s, 'o');
+	if (s->depth == 2 && s->next_groups && s->kind[1] == 'o')
+		s->groups_at = 2;
+	s->next_groups = s->next_data = false;
+}
+
+static void
+skel_oend(void *st)
+{
+	SkelState  *s = st;
+
+	if (s->depth == s->groups_at)
+		s->groups_at = 0;
+	s->depth--;
+}
+
+static void
+skel_astart(void *st)
+{
+	SkelState  *s = st;
+
+	skel_push(s, 'a');
+	if (s->depth == 5 && s->next_data)
+	{
+		s->in_data = true;
+		s->data_start = s->lex->token_start - s->lex->input;
+	}
+	s->next_groups = s->next_data = false;
+}
+
+static void
+skel_aend(void *st)
+{
+	SkelState  *s = st;
+
+	if (s->in_data && s->depth == 5)
+	{
+		if (s->nspans + 2 > s->cap)
+		{
+			s->cap = s->cap ? s->cap * 2 : 64;
+			s->spans = s->spans ? repalloc(s->spans, sizeof(int) * s->cap) : palloc(sizeof(int) * s->cap);
+		}
+		s->spans[s->nspans++] = s->data_start;
+		s->spans[s->nspans++] = s->lex->prev_token_terminator - s->lex->input;
+		s->in_data = false;
+	}
+	s->depth--;
+}
+
+static void
+skel_fstart(void *st, char *fname, bool isnull)
+{
+	SkelState  *s = st;
+
+	if (s->depth == 1)
+		s->next_groups = fname && strcmp(fname, "groups") == 0;
+	else if (s->depth == 4 && s->groups_at == 2 && s->kind[3] == 'a' && s->kind[4] == 'o')
+		s->next_data = fname && strcmp(fname, "data") == 0;
+}
+
+static void
+skel_fend(void *st, char *fname, bool isnull)
+{
+	SkelState  *s = st;
+
+	s->next_groups = s->next_data = false;
+}
+
+/*
+ * The skeleton of a timeseries page ({"groups": {provider: [{..., "data": [...]}, ...]}, ...}):
+ * its jsonb with every group's data array replaced by a marker, the text kept for the markers.
+ * NULL when the body has no such array, or is not valid JSON (the caller then parses it whole,
+ * and reports what is wrong with it).
+ */
+Jsonb *
+junction_page_skeleton(StringInfo body)
+{
+	MemoryContext tmp,
+				old;
+	SkelState	s = {0};
+	JsonSemAction sem = {0};
+	JsonParseErrorType err;
+	StringInfoData skel;
+	Jsonb	   *res;
+	int			pos = 0;
+
+	if (body->len == 0 || memchr(body->data, '\0', body->len) != NULL)
+		return NULL;
+	tmp = AllocSetContextCreate(CurrentMemoryContext, "junction page skeleton", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(tmp);
+	s.lex = makeJsonLexContextCstringLen(body->data, body->len, GetDatabaseEncoding(), true);
+	sem.semstate = &s;
+	sem.object_start = skel_ostart;
+	sem.object_end = skel_oend;
+	sem.array_start = skel_astart;
+	sem.array_end = skel_aend;
+	sem.object_field_start = skel_fstart;
+	sem.object_field_end = skel_fend;
+	err = pg_parse_json(s.lex, &sem);
+	MemoryContextSwitchTo(old);
+	if (err != JSON_SUCCESS || s.nspans == 0)
+	{
+		MemoryContextDelete(tmp);
+		return NULL;
+	}
+
+	/* keep the text, under a new nonce */
+	if (page_cap < body->len + 1)
+	{
+		if (page_text)
+			pfree(page_text);
+		page_cap = Max(body->len + 1, 1024 * 1024);
+		page_text = MemoryContextAlloc(TopMemoryContext, page_cap);
+	}
+	memcpy(page_text, body->data, body->len + 1);
+	page_len = body->len;
+	if (!pg_strong_random(&page_nonce, sizeof(page_nonce)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random number")));
+
+	initStringInfo(&skel);
+	for (int i = 0; i < s.nspans; i += 2)
+	{
+		appendBinaryStringInfo(&skel, body->data + pos, s.spans[i] - pos);
+		appendStringInfo(&skel, "{\"" SPAN_KEY "\":\"%016llx:%d:%d\"}",
+						 (unsigned long long) page_nonce, s.spans[i], s.spans[i + 1]);
+		pos = s.spans[i + 1];
+	}
+	appendBinaryStringInfo(&skel, body->data + pos, body->len - pos);
+	MemoryContextDelete(tmp);
+	res = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(skel.data)));
+	pfree(skel.data);
+	return res;
+}
+
+/* ---- the samples of a span, read straight into rows ---- */
+typedef struct SpanState
+{
+	GroupInfo  *g;
+	NewGroup   *ng;
+	int			depth;			/* 1 inside the data array, 2 inside a sample */
+	int			key;			/* the column key of the field being read (-1: none) */
+	bool		gave_up;
+	int64		ord;
+	char	   *tok[8];
+	JsonTokenType ttype[8];
+	/* the rows */
+	NewRow	  **rows;
+	int		   *nrows;
+	int		   *cap;
+	MemoryContext keep;
+} SpanState;
+
+static void
+span_ostart(void *st)
+{
+	SpanState  *s = st;
+
+	s->depth++;
+	if (s->depth == 2)
+	{
+		memset(s->tok, 0, sizeof(s->tok));
+		s->ord++;
+	}
+	else if (s->depth > 2 && s->key != K_ID)
+		s->gave_up = true;		/* a nested value */
+}
+
+static void
+span_astart(void *st)
+{
+	SpanState  *s = st;
+
+	s->depth++;
+	if (s->depth == 2 || (s->depth > 2 && s->key != K_ID))
+		s->gave_up = true;		/* an array sample, or a nested value */
+}
+
+static void
+span_aend(void *st)
+{
+	((SpanState *) st)->depth--;
+}
+
+static void
+span_fstart(void *st, char *fname, bool isnull)
+{
+	SpanState  *s = st;
+
+	if (s->depth != 2)
+		return;
+	s->key = column_key_index(fname, strlen(fname));
+	if (s->key >= s->g->nremovable)
+		s->key = -1;
+	if (s->key < 0)
+		s->gave_up = true;		/* a key that goes to extra */
+}
+
+static void
+span_scalar(void *st, char *token, JsonTokenType type)
+{
+	SpanState  *s = st;
+
+	if (s->depth == 1)
+		s->gave_up = true;		/* a scalar sample */
+	else if (s->depth == 2 && s->key >= 0 && s->key != K_ID)
+	{
+		s->tok[s->key] = token;	/* a repeated key: the last wins, as in jsonb */
+		s->ttype[s->key] = type;
+	}
+}
+
+/* -?digits, and not -0: a number whose ->> text is its JSON text */
+static bool
+plain_integer(const char *t)
+{
+	const char *p = t + (*t == '-');
+
+	if (*p == '\0' || strcmp(t, "-0") == 0)
+		return false;
+	for (; *p; p++)
+		if (*p < '0' || *p > '9')
+			return false;
+	return true;
+}
+
+/* A field as ->> reads it into *out (NULL for null or missing); false when only jsonb can say. */
+static bool
+span_text(SpanState *s, int k, char **out)
+{
+	*out = NULL;
+	if (s->tok[k] == NULL || s->ttype[k] == JSON_TOKEN_NULL)
+		return true;
+	switch (s->ttype[k])
+	{
+		case JSON_TOKEN_STRING:
+			*out = s->tok[k];
+			return true;
+		case JSON_TOKEN_TRUE:
+		case JSON_TOKEN_FALSE:
+			*out = s->tok[k];	/* "true" / "false" */
+			return true;
+		case JSON_TOKEN_NUMBER:
+			*out = s->tok[k];
+			return plain_integer(s->tok[k]);
+		default:
+			return false;
+	}
+}
+
+/* A timestamp field: only a string (or null) reads without jsonb. */
+static bool
+span_time(SpanState *s, int k, char **out)
+{
+	*out = NULL;
+	if (s->tok[k] == NULL || s->ttype[k] == JSON_TOKEN_NULL)
+		return true;
+	if (s->ttype[k] != JSON_TOKEN_STRING)
+		return false;
+	*out = s->tok[k];
+	return true;
+}
+
+/* -?digits(.digits)?: numeric_float8(numeric) of it is float8in of its text (zero: +0). */
+static bool
+plain_decimal(const char *t)
+{
+	const char *p = t + (*t == '-');
+	bool		digits = false;
+
+	for (; *p >= '0' && *p <= '9'; p++)
+		digits = true;
+	if (*p == '.')
+	{
+		digits = false;
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			digits = true;
+	}
+	return digits && *p == '\0';
+}
+
+static void
+span_oend(void *st)
+{
+	SpanState  *s = st;
+	char	   *start,
+			   *stamp,
+			   *end,
+			   *type,
+			   *unit,
+			   *tz;
+	NewRow	   *r;
+	Timestamp	t;
+
+	if (s->depth-- != 2 || s->gave_up)
+		return;
+	if (!span_time(s, K_START, &start) || !span_time(s, K_TIMESTAMP, &stamp) ||
+		!span_time(s, K_END, &end) || !span_text(s, K_TYPE, &type) ||
+		!span_text(s, K_UNIT, &unit) || !span_text(s, K_TZ, &tz) ||
+		(start == NULL && stamp == NULL) ||
+		(s->tok[K_VALUE] && s->ttype[K_VALUE] != JSON_TOKEN_NULL && s->ttype[K_VALUE] != JSON_TOKEN_NUMBER))
+	{
+		s->gave_up = true;
+		return;
+	}
+	if (*s->nrows == *s->cap)
+	{
+		*s->cap *= 2;
+		*s->rows = repalloc_huge(*s->rows, sizeof(NewRow) * (Size) *s->cap);
+	}
+	r = &(*s->rows)[(*s->nrows)++];
+	memset(r->n, 0, sizeof(r->n));
+	r->g = s->ng;
+
+	t = row_times(s->g, start ? start : stamp, type, end, s->ord, r->v, r->n);
+	r->n[4] = true;
+	if (s->tok[K_VALUE] && s->ttype[K_VALUE] == JSON_TOKEN_NUMBER)
+	{
+		const char *v = s->tok[K_VALUE];
+
+		if (plain_decimal(v))
+		{
+			float8		d = DatumGetFloat8(DirectFunctionCall1(float8in, CStringGetDatum(v)));
+
+			r->v[4] = Float8GetDatum(d == 0 ? 0.0 : d);
+		}
+		else
+			r->v[4] = DirectFunctionCall1(numeric_float8,
+										  DirectFunctionCall3(numeric_in, CStringGetDatum(v),
+															  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+		r->n[4] = false;
+	}
+	row_rest(s->g, t, unit, tz, r->v, r->n);
+	/* extra: no key of its own here, so the group's source extras */
+	r->n[8] = s->g->source_extra == NULL;
+	if (!r->n[8])
+		r->v[8] = JsonbPGetDatum(s->g->source_extra);
+	/* keep type and unit past the span's scratch */
+	{
+		MemoryContext o = MemoryContextSwitchTo(s->keep);
+
+		r->v[1] = datumCopy(r->v[1], false, -1);
+		if (!r->n[5])
+			r->v[5] = datumCopy(r->v[5], false, -1);
+		MemoryContextSwitchTo(o);
+	}
+}
+
+/*
+ * The samples of page_text[start, end) appended to rows; false (rows as they were) when the
+ * reader gave up on one of them and the span has to be typed through jsonb.
+ */
+static bool
+span_rows(GroupInfo *g, NewGroup *ng, int start, int end, NewRow **rows, int *nrows, int *cap,
+		  MemoryContext keep)
+{
+	SpanState	s = {0};
+	JsonSemAction sem = {0};
+	JsonLexContext *lex;
+	JsonParseErrorType err;
+	MemoryContext tmp = AllocSetContextCreate(keep, "junction page span", ALLOCSET_DEFAULT_SIZES);
+	int			before = *nrows;
+
+	s.g = g;
+	s.ng = ng;
+	s.key = -1;
+	s.rows = rows;
+	s.nrows = nrows;
+	s.cap = cap;
+	s.keep = keep;
+	sem.semstate = &s;
+	sem.object_start = span_ostart;
+	sem.object_end = span_oend;
+	sem.array_start = span_astart;
+	sem.array_end = span_aend;
+	sem.object_field_start = span_fstart;
+	sem.scalar = span_scalar;
+	MemoryContextSwitchTo(tmp);
+	lex = makeJsonLexContextCstringLen(page_text + start, end - start, GetDatabaseEncoding(), true);
+	err = pg_parse_json(lex, &sem);
+	MemoryContextSwitchTo(keep);
+	MemoryContextDelete(tmp);
+	if (err != JSON_SUCCESS || s.gave_up)
+	{
+		*nrows = before;
+		return false;
+	}
+	return true;
+}
+
 /* The fields of one junction.sample_group value. */
 static void
 read_group(HeapTupleHeader th, NewGroup *g, Datum *obj, bool *obj_null, Datum *value_kind,
@@ -699,6 +1212,18 @@ type_group(NewGroup *ng, Jsonb *grp, const char *resource, bool numeric_kind, bo
 
 	if (!JB_ROOT_IS_OBJECT(grp) || !get_key(&grp->root, "data", &data))
 		return;
+	{
+		int			a,
+					b;
+
+		/* a page marker: its samples read from the page's text, else through jsonb */
+		if (span_of(&data, &a, &b))
+		{
+			if (span_rows(&g, ng, a, b, rows, nrows, cap, keep))
+				return;
+			resolve_data(&data);
+		}
+	}
 	if (data.type != jbvBinary || !JsonContainerIsArray(data.val.binary.data) ||
 		JsonContainerIsScalar(data.val.binary.data))
 		ereport(ERROR,
@@ -961,4 +1486,25 @@ junction_insert_new_samples(PG_FUNCTION_ARGS)
 	MemoryContextDelete(work);
 	table_close(rel, NoLock);
 	PG_RETURN_NULL();
+}
+
+/*
+ * junction._page_from_text(body text) -> jsonb: what junction._api_page returns for a response
+ * with this body (the page with its groups' data arrays left in the text); for tests and for
+ * loading a page saved from the API.
+ */
+Datum
+junction_page_from_text(PG_FUNCTION_ARGS)
+{
+	StringInfoData body;
+	Jsonb	   *res;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	initStringInfo(&body);
+	appendStringInfoString(&body, text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	res = junction_page_skeleton(&body);
+	if (res == NULL)
+		res = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body.data)));
+	PG_RETURN_JSONB_P(res);
 }

@@ -14,6 +14,22 @@ AS 'MODULE_PATHNAME', 'junction_api_prefetch' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION junction._api_prefetch(text, jsonb) IS
   'send a Data Access API GET in the background; the next identical junction_api call in this transaction takes its answer';
 
+-- GET of one timeseries page for the bulk loader: junction_api, but each group's data array is left
+-- in the page's text, a marker in its place (src/samples.c; junction._fetch_page(spans => true)).
+CREATE FUNCTION junction._api_page(path text, query jsonb DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'junction_api_page' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION junction._api_page(text, jsonb) IS
+  'GET one timeseries page as jsonb with its groups'' data arrays left in its text (read by the bulk loader); otherwise as junction_api';
+
+-- The same for a body at hand (a test, a page saved from the API): the page as junction._api_page
+-- returns it.
+CREATE FUNCTION junction._page_from_text(body text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'junction_page_from_text' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION junction._page_from_text(text) IS
+  'a timeseries page as junction._api_page returns it (groups'' data arrays left in its text), from its body';
+
 -- (status, body) without raising on HTTP statuses: for wrappers that treat some as answers.
 CREATE FUNCTION junction._api_request(management boolean, method text, path text,
                                       query jsonb DEFAULT NULL, body jsonb DEFAULT NULL,

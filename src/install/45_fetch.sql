@@ -7,7 +7,7 @@
 -- prefetch later in the transaction receives the answer.
 CREATE FUNCTION junction._fetch_page(res junction.resources, user_id uuid, start_date timestamptz,
                                      end_date timestamptz, provider text, next_cursor text,
-                                     prefetch boolean DEFAULT false)
+                                     prefetch boolean DEFAULT false, spans boolean DEFAULT false)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -52,11 +52,14 @@ BEGIN
         PERFORM junction._api_prefetch(path, query);
         RETURN NULL;
     END IF;
+    IF spans THEN
+        RETURN junction._api_page(path, query);
+    END IF;
     RETURN @extschema@.junction_api('GET', path, query);
 END
 $$;
-COMMENT ON FUNCTION junction._fetch_page(junction.resources, uuid, timestamptz, timestamptz, text, text, boolean) IS
-  'one read of a summary or grouped timeseries resource (one page); a missing profile is NULL';
+COMMENT ON FUNCTION junction._fetch_page(junction.resources, uuid, timestamptz, timestamptz, text, text, boolean, boolean) IS
+  'one read of a summary or grouped timeseries resource (one page); a missing profile is NULL; spans: its groups'' data left in its text, for the bulk loader';
 
 -- The next cursor of a timeseries page; guards against a server that never ends.
 CREATE FUNCTION junction._next_cursor(page jsonb, previous text, path text)
@@ -98,9 +101,12 @@ COMMENT ON FUNCTION junction._check_groups(jsonb, text) IS 'the groups object of
 
 -- The paging loop of every timeseries read (junction_fetch collects the pages, junction_sync loads
 -- them): the page at cursor, its groups checked, the next cursor, and the next page already asked
--- for, so that the server prepares it while the caller handles this one.
+-- for, so that the server prepares it while the caller handles this one. spans is for a caller that
+-- loads the page with the bulk loader (a first backfill, where junction._samples_bulk_ok()): the
+-- groups' data arrays stay in the page's text, and the loader reads them from there.
 CREATE FUNCTION junction._timeseries_page(res junction.resources, user_id uuid, start_date timestamptz,
                                           end_date timestamptz, provider text, cursor text,
+                                          spans boolean DEFAULT false,
                                           OUT groups jsonb, OUT next_cursor text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -109,7 +115,7 @@ DECLARE
     path text := replace(res.rest_path, '{user_id}', coalesce(user_id::text, ''));
     page jsonb;
 BEGIN
-    page := junction._fetch_page(res, user_id, start_date, end_date, provider, cursor);
+    page := junction._fetch_page(res, user_id, start_date, end_date, provider, cursor, false, spans);
     groups := junction._check_groups(page, path);
     next_cursor := junction._next_cursor(page, cursor, path);
     IF next_cursor IS NOT NULL THEN
@@ -117,8 +123,8 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION junction._timeseries_page(junction.resources, uuid, timestamptz, timestamptz, text, text) IS
-  'one page of a timeseries read: its checked groups and the next cursor (whose page is already requested)';
+COMMENT ON FUNCTION junction._timeseries_page(junction.resources, uuid, timestamptz, timestamptz, text, text, boolean) IS
+  'one page of a timeseries read: its checked groups and the next cursor (whose page is already requested); spans: the groups'' data left in the page text, for the bulk loader';
 
 -- ---------------------------------------------------------------------------------------------
 -- Reads: junction_fetch and the streams.

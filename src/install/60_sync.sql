@@ -90,7 +90,8 @@ DECLARE
 BEGIN
     LOOP
         SELECT t.groups, t.next_cursor INTO groups, nc
-        FROM junction._timeseries_page(res, user_id, start_date, end_date, provider, nc) AS t;
+        FROM junction._timeseries_page(res, user_id, start_date, end_date, provider, nc,
+                                       NOT conflicts AND junction._samples_bulk_ok()) AS t;
         items := junction._page_items(user_id, res.name, groups);
         IF items IS NOT NULL THEN
             total := total + junction._upsert_samples(items, conflicts);

@@ -174,7 +174,8 @@ BEGIN
                   AND x.time >= b.start_date - interval '2 days'
                   AND x.time <= coalesce(b.end_date, 'infinity') + interval '2 days'));
             SELECT t.groups, t.next_cursor INTO groups, nc
-            FROM junction._timeseries_page(res, user_id, start_date, end_date, provider, b.cursor) AS t;
+            FROM junction._timeseries_page(res, user_id, start_date, end_date, provider, b.cursor,
+                                           use_fast AND junction._samples_bulk_ok()) AS t;
             items := junction._page_items(user_id, res.name, groups);
             IF items IS NOT NULL AND use_fast AND junction._subxact_room() THEN
                 BEGIN

@@ -3733,7 +3733,8 @@ FROM junction.daily AS d
 GROUP BY d.user_id, d.calendar_date;
 COMMENT ON VIEW junction.daily_wide IS
   'junction.daily pivoted for dashboards: one row per user and day, one column per built-in metric (units as in junction.daily_metrics)';
-REVOKE ALL ON junction.daily_wide FROM PUBLIC
+REVOKE ALL ON junction.daily_wide FROM PUBLIC;
+
 -- ---------------------------------------------------------------------------------------------
 -- Scaling out with Citus (issue 10): junction.events keyed by (user_id, svix_id) like every
 -- per-user table, the writes made valid on distributed tables, junction_distribute().
