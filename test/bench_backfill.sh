@@ -8,8 +8,8 @@
 # Every rate is measured twice: "cold" (the mock's caches reset, so it generates each page on
 # request, as on a first backfill) and "warm" (the mock answers from its page cache; pure serving).
 # Then the database's own ceiling for the same rows (loaded from a table, or by COPY from a file; no HTTP, no JSON), and
-# where junction_sync's time goes: HTTP + JSON parsing (junction_api), page -> typing items,
-# junction._upsert_samples (one plain INSERT per page, as a first backfill does), and EXPLAIN ANALYZE of
+# where junction_sync's time goes: HTTP + the page skeleton (junction._api_page), page -> typing items,
+# junction._upsert_samples (the bulk loader, reading the samples from the page text, as a first backfill does), and EXPLAIN ANALYZE of
 # one page's INSERT ... ON CONFLICT (the path of a resync over existing rows).
 #
 # As root. Starts its own cluster (port $JX_PORT, default 5448) and mock; JX_SKIP_BUILD=1 skips the
@@ -80,13 +80,15 @@ for r in $(seq 1 "$RUNS"); do
 done
 
 # 3. junction_sync into an empty junction.samples (TRUNCATE + CHECKPOINT before each run).
-sync_run() {  # [keep]: keep the loaded rows (a resync); prints "seconds rows"
-    local truncate="TRUNCATE junction.samples;"
+sync_run() {  # [keep|nodaily]: keep the loaded rows (a resync), or junction.daily off; prints "seconds rows"
+    local truncate="TRUNCATE junction.samples;" extra=
     [ "${1:-}" = keep ] && truncate=
+    [ "${1:-}" = nodaily ] && extra="SET junction.daily = off;"
     psql -qXAt -v ON_ERROR_STOP=1 <<SQL | tail -1
 $truncate
 CHECKPOINT;
 $PSQL_SET
+$extra
 SELECT clock_timestamp() AS t0 \gset
 SELECT rows_loaded AS n FROM junction_sync('$USER_ID', ARRAY['heartrate'], '$START', '$END') \gset
 SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 3) || ' ' || :n;
@@ -101,6 +103,13 @@ for r in $(seq 1 "$RUNS"); do
     best_sync_warm=$(awk -v a="$best_sync_warm" -v b="$s" 'BEGIN { print (b < a) ? b : a }')
 done
 ROWS=$(psql -XAtc "SELECT count(*) FROM junction.samples WHERE user_id = '$USER_ID' AND resource = 'heartrate'")
+# the same first backfill without junction.daily (the ceilings below maintain no junction.daily either)
+best_sync_nodaily=999
+for r in $(seq 1 "$RUNS"); do
+    mock_reset
+    read -r s n < <(sync_run nodaily)
+    best_sync_nodaily=$(awk -v a="$best_sync_nodaily" -v b="$s" 'BEGIN { print (b < a) ? b : a }')
+done
 # a resync over the loaded range (a nightly job): every sample exists, every row is an ON CONFLICT update
 best_resync=999
 for r in $(seq 1 "$RUNS"); do
@@ -154,7 +163,7 @@ DECLARE
 BEGIN
     LOOP
         t := clock_timestamp();
-        page := junction._fetch_page(res, '$USER_ID', '$START', '$END', NULL, nc);
+        page := junction._fetch_page(res, '$USER_ID', '$START', '$END', NULL, nc, false, true);  -- as a first backfill reads it
         http := http + extract(epoch FROM clock_timestamp() - t); t := clock_timestamp();
         items := junction._page_items('$USER_ID', 'heartrate', junction._check_groups(page, 'bench'));
         conv := conv + extract(epoch FROM clock_timestamp() - t); t := clock_timestamp();
@@ -195,6 +204,7 @@ printf '%-52s %8.3f s %12s samples/s\n' "mock -> curl, cold (pages generated on 
 printf '%-52s %8.3f s %12s samples/s\n' "mock -> curl, warm (pages from the mock's cache)" "$best_curl_warm" "$R_CW"
 printf '%-52s %8.3f s %12s samples/s   = %s of the cold mock\n' "junction_sync, cold mock" "$best_sync_cold" "$R_SC" "$(pct "$R_SC" "$R_CC")"
 printf '%-52s %8.3f s %12s samples/s   = %s of the warm mock\n' "junction_sync, warm mock" "$best_sync_warm" "$R_SW" "$(pct "$R_SW" "$R_CW")"
+printf '%-52s %8.3f s %12s samples/s   = %s of the cold mock\n' "junction_sync, cold mock, junction.daily = off" "$best_sync_nodaily" "$(rate "$SAMPLES" "$best_sync_nodaily")" "$(pct "$(rate "$SAMPLES" "$best_sync_nodaily")" "$R_CC")"
 printf '%-52s %8.3f s %12s samples/s   = %s of the warm mock\n' "junction_sync again (resync: all ON CONFLICT updates)" "$best_resync" "$(rate "$SAMPLES" "$best_resync")" "$(pct "$(rate "$SAMPLES" "$best_resync")" "$R_CW")"
 R_CU=$(rate "$SAMPLES" "$T_CEIL_UPSERT"); R_CP=$(rate "$SAMPLES" "$T_CEIL_PLAIN"); R_CO=$(rate "$SAMPLES" "$T_CEIL_COPY")
 echo "the database's ceiling for the same typed rows (from a table: no HTTP, no JSON; best of $RUNS):"
@@ -202,10 +212,12 @@ printf '%-52s %8.3f s %12s samples/s   = %s of the cold mock\n' "  INSERT ... ON
 printf '%-52s %8.3f s %12s samples/s   = %s of the cold mock\n' "  plain INSERT into the keyed table" "$T_CEIL_PLAIN" "$R_CP" "$(pct "$R_CP" "$R_CC")"
 printf '%-52s %8.3f s %12s samples/s   = %s of the cold mock\n' "  COPY FROM a file of the typed rows (text format)" "$T_CEIL_COPY" "$R_CO" "$(pct "$R_CO" "$R_CC")"
 echo "junction_sync (cold mock) = $(pct "$R_SC" "$R_CP") of the plain INSERT ceiling (its path into an empty range), $(pct "$R_SC" "$R_CU") of the ON CONFLICT one, $(pct "$R_SC" "$R_CO") of COPY"
+R_SN=$(rate "$SAMPLES" "$best_sync_nodaily")
+echo "junction_sync (cold mock, junction.daily = off, like the ceilings) = $(pct "$R_SN" "$R_CP") of the plain INSERT ceiling, $(pct "$R_SN" "$R_CO") of COPY (target >= 60% of plain INSERT: $(awk -v a="$R_SN" -v b="$R_CP" 'BEGIN { print (a >= 0.6 * b) ? "met" : "MISSED" }'))"
 echo "where junction_sync's time goes (warm mock, one run):"
-printf '  %-50s %8.3f s\n' "HTTP + JSON -> jsonb (junction_api, C)" "$T_HTTP" \
+printf '  %-50s %8.3f s\n' "HTTP + page skeleton (junction._api_page, C)" "$T_HTTP" \
        "page -> typing items (junction._page_items)" "$T_CONV" \
-       "junction._upsert_samples(items, false): plain INSERT" "$T_UPS"
+       "junction._upsert_samples(items, false): bulk loader" "$T_UPS"
 echo "one page's upsert (10,000 samples) among the other 89 days (the resync path, ON CONFLICT), auto_explain:"
 echo "$EXPLAIN" | sed 's/^/  /'
 ok_abs=$(awk -v r="$R_SC" 'BEGIN { print (r >= 100000) ? "met" : "MISSED" }')

@@ -3802,6 +3802,131 @@ COMMENT ON FUNCTION junction._samples_bulk_ok() IS
 REVOKE ALL ON FUNCTION junction._sample_groups(junction.typing_item[], jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction._insert_new_samples(junction.sample_group[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction._samples_bulk_ok() FROM PUBLIC;
+-- first backfills read each page's samples from its text (issue 14)
+CREATE FUNCTION junction._api_page(path text, query jsonb DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'junction_api_page' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION junction._api_page(text, jsonb) IS
+  'GET one timeseries page as jsonb with its groups'' data arrays left in its text (read by the bulk loader); otherwise as junction_api';
+
+CREATE FUNCTION junction._page_from_text(body text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'junction_page_from_text' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION junction._page_from_text(text) IS
+  'a timeseries page as junction._api_page returns it (groups'' data arrays left in its text), from its body';
+
+REVOKE ALL ON FUNCTION junction._api_page(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION junction._page_from_text(text) FROM PUBLIC;
+DROP FUNCTION junction._fetch_page(junction.resources, uuid, timestamptz, timestamptz, text, text, boolean);
+CREATE FUNCTION junction._fetch_page(res junction.resources, user_id uuid, start_date timestamptz,
+                                     end_date timestamptz, provider text, next_cursor text,
+                                     prefetch boolean DEFAULT false, spans boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    path  text;
+    query jsonb;
+    r     record;
+BEGIN
+    IF user_id IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    path := replace(res.rest_path, '{user_id}', user_id::text);
+    IF res.name = 'profile' THEN
+        query := jsonb_strip_nulls(jsonb_build_object('provider', nullif(provider, '')));
+        SELECT * INTO r FROM junction._api_request(false, 'GET', path, query, NULL);
+        IF r.status = 404 THEN
+            RETURN NULL;
+        ELSIF r.status NOT BETWEEN 200 AND 299 THEN
+            PERFORM junction._raise_http('GET', path, r.status, r.body);
+        END IF;
+        RETURN r.body;
+    END IF;
+    IF res.name = 'device' THEN
+        RETURN @extschema@.junction_api('GET', path);
+    END IF;
+    IF start_date IS NULL THEN
+        RAISE EXCEPTION 'start_date is required to read %', res.name USING ERRCODE = '22004';
+    END IF;
+    IF NOT isfinite(start_date) OR NOT isfinite(coalesce(end_date, start_date)) THEN
+        RAISE EXCEPTION 'start_date and end_date must be finite' USING ERRCODE = '22008';
+    END IF;
+    IF end_date < start_date THEN
+        RAISE EXCEPTION 'end_date % is before start_date %', end_date, start_date USING ERRCODE = '22023';
+    END IF;
+    query := jsonb_strip_nulls(jsonb_build_object(
+        'start_date', junction._api_time(start_date, res.rest_date_format, false),
+        'end_date', junction._api_time(end_date, res.rest_date_format, true),
+        'provider', nullif(provider, ''),
+        'next_cursor', next_cursor));
+    IF prefetch THEN
+        PERFORM junction._api_prefetch(path, query);
+        RETURN NULL;
+    END IF;
+    IF spans THEN
+        RETURN junction._api_page(path, query);
+    END IF;
+    RETURN @extschema@.junction_api('GET', path, query);
+END
+$$;
+COMMENT ON FUNCTION junction._fetch_page(junction.resources, uuid, timestamptz, timestamptz, text, text, boolean, boolean) IS
+  'one read of a summary or grouped timeseries resource (one page); a missing profile is NULL; spans: its groups'' data left in its text, for the bulk loader';
+
+REVOKE ALL ON FUNCTION junction._fetch_page(junction.resources, uuid, timestamptz, timestamptz, text, text, boolean, boolean) FROM PUBLIC;
+DROP FUNCTION junction._timeseries_page(junction.resources, uuid, timestamptz, timestamptz, text, text);
+CREATE FUNCTION junction._timeseries_page(res junction.resources, user_id uuid, start_date timestamptz,
+                                          end_date timestamptz, provider text, cursor text,
+                                          spans boolean DEFAULT false,
+                                          OUT groups jsonb, OUT next_cursor text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    path text := replace(res.rest_path, '{user_id}', coalesce(user_id::text, ''));
+    page jsonb;
+BEGIN
+    page := junction._fetch_page(res, user_id, start_date, end_date, provider, cursor, false, spans);
+    groups := junction._check_groups(page, path);
+    next_cursor := junction._next_cursor(page, cursor, path);
+    IF next_cursor IS NOT NULL THEN
+        PERFORM junction._fetch_page(res, user_id, start_date, end_date, provider, next_cursor, true);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION junction._timeseries_page(junction.resources, uuid, timestamptz, timestamptz, text, text, boolean) IS
+  'one page of a timeseries read: its checked groups and the next cursor (whose page is already requested); spans: the groups'' data left in the page text, for the bulk loader';
+
+REVOKE ALL ON FUNCTION junction._timeseries_page(junction.resources, uuid, timestamptz, timestamptz, text, text, boolean) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION junction._sync_timeseries(res junction.resources, user_id uuid, start_date timestamptz,
+                                          end_date timestamptz, provider text, conflicts boolean)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    groups jsonb;
+    items  junction.typing_item[];
+    nc     text;
+    total  bigint := 0;
+BEGIN
+    LOOP
+        SELECT t.groups, t.next_cursor INTO groups, nc
+        FROM junction._timeseries_page(res, user_id, start_date, end_date, provider, nc,
+                                       NOT conflicts AND junction._samples_bulk_ok()) AS t;
+        items := junction._page_items(user_id, res.name, groups);
+        IF items IS NOT NULL THEN
+            total := total + junction._upsert_samples(items, conflicts);
+        END IF;
+        EXIT WHEN nc IS NULL;
+    END LOOP;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION junction._sync_timeseries(junction.resources, uuid, timestamptz, timestamptz, text, boolean) IS
+  'fetch every page of one timeseries resource over a range and load it into junction.samples';
+
 CREATE FUNCTION junction._sample_rows(items junction.typing_item[], kinds jsonb)
 RETURNS SETOF junction.samples
 LANGUAGE sql STABLE
@@ -4584,7 +4709,8 @@ BEGIN
                   AND x.time >= b.start_date - interval '2 days'
                   AND x.time <= coalesce(b.end_date, 'infinity') + interval '2 days'));
             SELECT t.groups, t.next_cursor INTO groups, nc
-            FROM junction._timeseries_page(res, user_id, start_date, end_date, provider, b.cursor) AS t;
+            FROM junction._timeseries_page(res, user_id, start_date, end_date, provider, b.cursor,
+                                           use_fast AND junction._samples_bulk_ok()) AS t;
             items := junction._page_items(user_id, res.name, groups);
             IF items IS NOT NULL AND use_fast AND junction._subxact_room() THEN
                 BEGIN
