@@ -181,7 +181,7 @@ SQL
 )
 read -r T_HTTP T_CONV T_UPS <<< "$BREAKDOWN"
 # one page's upsert into a table already holding the other 89 pages' samples
-EXPLAIN=$(psql -qXA -v ON_ERROR_STOP=1 <<SQL 2>&1 | awk '/^Insert on samples/ { on = 1 } /^LOG:/ { on = 0 } on' || true
+EXPLAIN=$(psql -qXA -v ON_ERROR_STOP=1 <<SQL 2>&1 | awk '/Insert on samples/ { on = 1 } /^(LOG|CONTEXT):/ { on = 0 } on' || true
 $PSQL_SET
 CREATE TEMP TABLE one AS
   SELECT junction._page_items('$USER_ID', 'heartrate', junction_fetch('heartrate', '$USER_ID', '2025-02-14', '2025-02-14 23:59:59') -> 'groups') AS items;
