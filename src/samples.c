@@ -362,6 +362,19 @@ sample_row(GroupInfo *g, JsonbValue *elem, int64 ord, Datum *values, bool *nulls
 	nulls[8] = !sample_extra(g, elem, &sk, &values[8]);
 }
 
+/* grp -> 'data' must be an array: jsonb_array_elements' error otherwise. */
+static void
+require_array(JsonbValue *data)
+{
+	if (data->type != jbvBinary || !JsonContainerIsArray(data->val.binary.data) ||
+		JsonContainerIsScalar(data->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot extract elements from %s",
+						(data->type == jbvBinary && JsonContainerIsObject(data->val.binary.data))
+						? "an object" : "a scalar")));
+}
+
 static void resolve_data(JsonbValue *data);
 
 /*
@@ -405,13 +418,7 @@ junction_group_samples(PG_FUNCTION_ARGS)
 	if (!JB_ROOT_IS_OBJECT(grp) || !get_key(&grp->root, "data", &data))
 		PG_RETURN_NULL();
 	resolve_data(&data);		/* a page marker: its span, as jsonb */
-	if (data.type != jbvBinary || !JsonContainerIsArray(data.val.binary.data) ||
-		JsonContainerIsScalar(data.val.binary.data))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cannot extract elements from %s",
-						(data.type == jbvBinary && JsonContainerIsObject(data.val.binary.data))
-						? "an object" : "a scalar")));
+	require_array(&data);
 
 	tmp = AllocSetContextCreate(g.outer, "junction group samples", ALLOCSET_DEFAULT_SIZES);
 	it = JsonbIteratorInit(data.val.binary.data);
@@ -1224,13 +1231,7 @@ type_group(NewGroup *ng, Jsonb *grp, const char *resource, bool numeric_kind, bo
 			resolve_data(&data);
 		}
 	}
-	if (data.type != jbvBinary || !JsonContainerIsArray(data.val.binary.data) ||
-		JsonContainerIsScalar(data.val.binary.data))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cannot extract elements from %s",
-						(data.type == jbvBinary && JsonContainerIsObject(data.val.binary.data))
-						? "an object" : "a scalar")));
+	require_array(&data);
 
 	tmp = AllocSetContextCreate(keep, "junction new samples", ALLOCSET_DEFAULT_SIZES);
 	it = JsonbIteratorInit(data.val.binary.data);
