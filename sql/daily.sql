@@ -500,6 +500,39 @@ SELECT pg_temp.scan_of(format($q$SELECT calendar_date, metric, value FROM juncti
 WHERE user_id = %L AND calendar_date BETWEEN '2026-01-01' AND '2026-12-31'$q$, :'ben')) AS one_user_a_year;
 RESET enable_seqscan;
 
+-- Float sums in a fixed order. 1e16 + 1 rounds back to 1e16, so (1e16 + 1) - 1e16 = 0 while
+-- (-1e16 + 1e16) + 1 = 1: a sum of these terms depends on their order. The rows are written in
+-- an order that is not the key's (physically last first), and read with sequential scans, so a
+-- sum taken in the order the plan reads gives 1. Taken in key order (time within an hour, hour
+-- within a day) it is 0 whatever the order of writing and reading.
+\set fu '0190b2a0-0000-7000-8000-00000000f10a'
+INSERT INTO junction.samples (user_id, resource, provider, time, value, received_seq)
+VALUES (:'fu', 'steps', 'fitbit', '2026-03-01 08:20', -1e16, 1),
+       (:'fu', 'steps', 'fitbit', '2026-03-01 08:00', 1e16, 2),
+       (:'fu', 'steps', 'fitbit', '2026-03-01 08:10', 1, 3),
+       (:'fu', 'steps', 'fitbit', '2026-03-01 11:00', -1e16, 4),
+       (:'fu', 'steps', 'fitbit', '2026-03-01 09:00', 1e16, 5),
+       (:'fu', 'steps', 'fitbit', '2026-03-01 10:00', 1, 6);
+SET enable_indexscan = off;
+SET enable_bitmapscan = off;
+SELECT sum(value) AS read_order_sum FROM junction.samples WHERE user_id = :'fu' AND time < '2026-03-01 09:00';
+-- the hours one at a time, in an order that is not theirs: junction.daily_parts' rows too are
+-- written out of order
+SELECT cardinality(junction._daily_parts_refresh(ARRAY[ROW(:'fu', 'steps', h)::junction.daily_hour])) AS days
+FROM unnest(ARRAY['2026-03-01 08:00', '2026-03-01 09:00', '2026-03-01 11:00', '2026-03-01 10:00']::timestamptz[]) AS h;
+SELECT hour, n, sum FROM junction.daily_parts WHERE user_id = :'fu' ORDER BY hour;
+SELECT sum(sum) AS read_order_day_sum FROM junction.daily_parts WHERE user_id = :'fu' AND hour >= '2026-03-01 09:00';
+SELECT junction._daily_refresh(ARRAY[ROW(:'fu', '2026-03-01', 'steps')::junction.daily_key], true) AS written;
+SELECT metric, value, candidates FROM junction.daily WHERE user_id = :'fu';
+-- the rebuild computes the same
+SELECT junction_rebuild_daily(:'fu') > 0 AS rebuilt;
+SELECT hour, n, sum FROM junction.daily_parts WHERE user_id = :'fu' ORDER BY hour;
+SELECT metric, value FROM junction.daily WHERE user_id = :'fu';
+RESET enable_indexscan;
+RESET enable_bitmapscan;
+DELETE FROM junction.samples WHERE user_id = :'fu';
+SELECT junction_rebuild_daily(:'fu') AS rebuilt_without_samples;
+
 -- clean up
 TRUNCATE junction.daily, junction.daily_parts, junction.samples, junction.activity, junction.sleep, junction.body,
          junction.workouts, junction.events, junction.inbox, junction.source_priorities;

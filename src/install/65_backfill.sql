@@ -36,6 +36,10 @@ DECLARE
     -- a value, not a call, in the claiming UPDATEs: Citus runs no VOLATILE function in an UPDATE
     -- of a distributed table
     ts timestamptz;
+    -- users being claimed by another backend (see below)
+    busy  uuid[] := '{}'::uuid[];
+    fair  boolean := true;
+    tried integer;
 BEGIN
     IF NOT junction._api_key_configured(false) THEN
         RETURN;
@@ -63,12 +67,19 @@ BEGIN
                   NULL::timestamptz, NULL::timestamptz, NULL::uuid, t.id;
         RETURN;
     END LOOP;
-    FOR c IN
+    -- A user one of whose jobs another backend is claiming right now (the row locked, or no longer
+    -- pending) is served: while that claim is uncommitted its job still reads as pending here, and
+    -- without this two workers woken together would both take the same user's first jobs. Such
+    -- users' jobs are passed over while another user has one due; then taken, if nothing else is.
+    LOOP
+        tried := 0;
+        FOR c IN
         WITH due AS (
             SELECT DISTINCT b.user_id
             FROM junction.backfills AS b
             WHERE b.fetch_status = 'pending'
               AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= clock_timestamp() OR b.attempts = 0)
+              AND (NOT fair OR b.user_id <> ALL (busy))
         ), users AS (
             SELECT r.user_id, count(*) FILTER (WHERE r.fetch_status = 'running') AS running,
                    max(r.started_at) AS last_started
@@ -85,11 +96,16 @@ BEGIN
                  b.user_id, b.provider, b.resource
         LIMIT 16
     LOOP
+        tried := tried + 1;
+        CONTINUE WHEN fair AND c.user_id = ANY (busy);
         PERFORM FROM junction.backfills AS b
         WHERE b.user_id = c.user_id AND b.provider = c.provider AND b.resource = c.resource
           AND b.fetch_status = 'pending'
         FOR UPDATE SKIP LOCKED;
-        CONTINUE WHEN NOT FOUND;
+        IF NOT FOUND THEN
+            busy := busy || c.user_id;
+            CONTINUE;
+        END IF;
         ts := clock_timestamp();
         RETURN QUERY
         UPDATE junction.backfills AS t
@@ -98,6 +114,12 @@ BEGIN
         WHERE t.user_id = c.user_id AND t.provider = c.provider AND t.resource = c.resource
         RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid, NULL::uuid;
         RETURN;
+    END LOOP;
+        -- every candidate tried (each new one adds its user to busy, or was a busy user's): again
+        -- without those users, and once they are all there is, with them
+        CONTINUE WHEN fair AND tried > 0;
+        EXIT WHEN NOT fair OR cardinality(busy) = 0;
+        fair := false;
     END LOOP;
     FOR c IN
         SELECT w.user_id, w.workout_id

@@ -2322,6 +2322,26 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT coalesce(current_setting('junction.daily_defer', true), 'off') = 'on' $fn$;
 COMMENT ON FUNCTION junction._daily_deferred() IS 'true when junction.daily_defer = on: the upserts queue the days for junction._daily_flush';
 
+-- Take the turns of every user whose hours or days are about to be recomputed, in user order,
+-- before any of their rows is written. junction._daily_parts_refresh and junction._daily_refresh
+-- each take their own users' turns; taking the union first keeps one order when the days name a
+-- user the hours do not.
+CREATE FUNCTION junction._daily_lock_users(hours junction.daily_hour[], days junction.daily_key[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1785688929, hashtext(u.user_id::text))
+    FROM (SELECT h.user_id FROM unnest(hours) AS h WHERE h.user_id IS NOT NULL
+          UNION
+          SELECT d.user_id FROM unnest(days) AS d WHERE d.user_id IS NOT NULL
+          ORDER BY 1) AS u;
+END
+$fn$;
+COMMENT ON FUNCTION junction._daily_lock_users(junction.daily_hour[], junction.daily_key[]) IS
+  'take the junction.daily turns (transaction advisory locks) of the users of some hours and days, in user order';
+
 -- Recompute what the upserts recomputed in place otherwise: hours through junction.daily_parts,
 -- days of summaries. With junction.daily_defer = on they queue instead (junction._daily_flush).
 CREATE FUNCTION junction._daily_touch(hours junction.daily_hour[], days junction.daily_key[])
@@ -2347,6 +2367,7 @@ BEGIN
         ON CONFLICT DO NOTHING;
         RETURN 0;
     END IF;
+    PERFORM junction._daily_lock_users(hours, days);
     RETURN junction._daily_refresh(coalesce(junction._daily_parts_refresh(hours), '{}'::junction.daily_key[])
                                    || coalesce(days, '{}'::junction.daily_key[]));
 END
@@ -2648,6 +2669,7 @@ BEGIN
         RETURNING p.user_id, p.calendar_date, p.resource
     )
     SELECT array_agg(ROW(q.user_id, q.calendar_date, q.resource)::junction.daily_key) INTO days FROM q;
+    PERFORM junction._daily_lock_users(hours, days);
     PERFORM junction._daily_refresh(coalesce(junction._daily_parts_refresh(hours), '{}'::junction.daily_key[])
                                     || coalesce(days, '{}'::junction.daily_key[]), true);
     RETURN coalesce(cardinality(hours), 0) + coalesce(cardinality(days), 0);
@@ -3618,7 +3640,8 @@ BEGIN
     INSERT INTO junction.daily_parts AS p
         (user_id, resource, hour, calendar_date, provider, source_type, part, n, sum, min, max, last_value)
     SELECT s.user_id, s.resource, date_trunc('hour', s.time), coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
-           s.provider, s.source_type, s.part, count(*), sum(s.value), min(s.value), max(s.value),
+           s.provider, s.source_type, s.part, count(*), sum(s.value ORDER BY s.time, s.type, s.workout_id),
+           min(s.value), max(s.value),
            (array_agg(s.value ORDER BY s.time DESC, s.type DESC, s.workout_id DESC)
               FILTER (WHERE (s.resource, s.part) IN (SELECT m.resource, m.part FROM junction.daily_metrics AS m
                                                      WHERE m.aggregate = 'pick')))[1]
@@ -3657,6 +3680,8 @@ BEGIN
     RETURN n + junction._daily_refresh(keys, true);
 END
 $fn$;
+COMMENT ON FUNCTION junction_rebuild_daily(uuid) IS
+  'recompute junction.daily from the typed tables (every user, or one): after changing junction.source_priorities or junction.daily_metrics; returns rows deleted plus rows written';
 DROP VIEW junction.daily_wide;
 -- One row per user and day, one column per metric of junction.daily_metrics (the built-in ones).
 -- The column list is the registry's metrics: the daily regress test fails when a metric has no
@@ -4344,8 +4369,10 @@ BEGIN
                string_agg(format('%s AS %I', CASE
                  -- a timeseries day combines its hours of junction.daily_parts
                  WHEN r.kind = 'timeseries' THEN CASE m.aggregate
-                   WHEN 'sum' THEN 'sum(t.sum)'
-                   WHEN 'avg' THEN 'sum(t.sum) / nullif(sum(t.n), 0)'
+                   -- float sums in a fixed order (the hours'): the same value whatever order
+                   -- the rows were written or read in
+                   WHEN 'sum' THEN 'sum(t.sum ORDER BY t.hour)'
+                   WHEN 'avg' THEN 'sum(t.sum ORDER BY t.hour) / nullif(sum(t.n), 0)'
                    WHEN 'min' THEN 'min(t.min)'
                    WHEN 'max' THEN 'max(t.max)'
                    WHEN 'count' THEN 'sum(t.n)::double precision'
@@ -4355,6 +4382,9 @@ BEGIN
                    format('(array_agg((%1$s)::double precision ORDER BY %2$s) FILTER (WHERE (%1$s) IS NOT NULL))[1]',
                           m.value_sql, m.order_sql)
                  WHEN m.aggregate = 'count' THEN format('count(NULLIF(%s, false))::double precision', m.value_sql)
+                 -- a sum or mean of the day's rows in the order of their ids (see above)
+                 WHEN m.aggregate IN ('sum', 'avg') THEN
+                   format('%s((%s)::double precision ORDER BY t.id)', m.aggregate, m.value_sql)
                  ELSE format('%s((%s)::double precision)', m.aggregate, m.value_sql)
                END, 'm_' || m.metric), ', ' ORDER BY m.metric) AS aggs,
                -- a timeseries metric's value_sql is over t.value, the reduced number
@@ -4450,7 +4480,8 @@ SET timezone = 'UTC'
 -- Each hour is one range scan of the samples' key, whatever the statistics say: with one user's
 -- rows making up most of the table (a first backfill, a small team) the planner otherwise hashes
 -- the hours against a sequential scan of junction.samples, every page, and a 90-day backfill that
--- takes 2 s here took 95 s.
+-- takes 2 s here took 95 s. On Citus the shards plan their own part (with their own settings), and
+-- the coordinator's part is left to the planner: the setting is put back for the call.
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $fn$
@@ -4470,6 +4501,13 @@ BEGIN
     IF hours IS NULL OR cardinality(hours) = 0 THEN
         RETURN NULL;
     END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
+        -- local to the call: the SET clauses above restore the caller's values when it returns
+        PERFORM pg_catalog.set_config('enable_hashjoin', 'on', true),
+                pg_catalog.set_config('enable_mergejoin', 'on', true);
+    END IF;
+    PERFORM pg_advisory_xact_lock(1785688929, hashtext(u.user_id::text))
+    FROM (SELECT DISTINCT h.user_id FROM unnest(hours) AS h WHERE h.user_id IS NOT NULL ORDER BY 1) AS u;
     -- the hours' rows, recomputed: changed ones updated in place (a HOT update: no indexed column
     -- changes), new ones inserted; unchanged ones left alone, and their days with them
     WITH i AS (
@@ -4480,7 +4518,10 @@ BEGIN
         FROM (SELECT h.user_id, h.resource COLLATE "C" AS resource, h.hour, s.calendar_date,
                      s.provider COLLATE "C" AS provider, s.source_type COLLATE "C" AS source_type,
                      h.part COLLATE "C" AS part,
-                     count(*) AS n, sum(s.value) AS sum, min(s.value) AS min, max(s.value) AS max,
+                     -- summed in key order: a float sum depends on the order of its terms, and
+                     -- the rows arrive in whatever order the plan reads them
+                     count(*) AS n, sum(s.value ORDER BY s.time, s.type, s.workout_id) AS sum,
+                     min(s.value) AS min, max(s.value) AS max,
                      -- the last value, only for the parts a metric picks it from
                      (array_agg(s.value ORDER BY s.time DESC, s.type DESC, s.workout_id DESC)
                         FILTER (WHERE h.pick))[1] AS last_value
@@ -4583,6 +4624,10 @@ DECLARE
     -- a value, not a call, in the claiming UPDATEs: Citus runs no VOLATILE function in an UPDATE
     -- of a distributed table
     ts timestamptz;
+    -- users being claimed by another backend (see below)
+    busy  uuid[] := '{}'::uuid[];
+    fair  boolean := true;
+    tried integer;
 BEGIN
     IF NOT junction._api_key_configured(false) THEN
         RETURN;
@@ -4610,12 +4655,19 @@ BEGIN
                   NULL::timestamptz, NULL::timestamptz, NULL::uuid, t.id;
         RETURN;
     END LOOP;
-    FOR c IN
+    -- A user one of whose jobs another backend is claiming right now (the row locked, or no longer
+    -- pending) is served: while that claim is uncommitted its job still reads as pending here, and
+    -- without this two workers woken together would both take the same user's first jobs. Such
+    -- users' jobs are passed over while another user has one due; then taken, if nothing else is.
+    LOOP
+        tried := 0;
+        FOR c IN
         WITH due AS (
             SELECT DISTINCT b.user_id
             FROM junction.backfills AS b
             WHERE b.fetch_status = 'pending'
               AND (b.next_attempt_at IS NULL OR b.next_attempt_at <= clock_timestamp() OR b.attempts = 0)
+              AND (NOT fair OR b.user_id <> ALL (busy))
         ), users AS (
             SELECT r.user_id, count(*) FILTER (WHERE r.fetch_status = 'running') AS running,
                    max(r.started_at) AS last_started
@@ -4632,11 +4684,16 @@ BEGIN
                  b.user_id, b.provider, b.resource
         LIMIT 16
     LOOP
+        tried := tried + 1;
+        CONTINUE WHEN fair AND c.user_id = ANY (busy);
         PERFORM FROM junction.backfills AS b
         WHERE b.user_id = c.user_id AND b.provider = c.provider AND b.resource = c.resource
           AND b.fetch_status = 'pending'
         FOR UPDATE SKIP LOCKED;
-        CONTINUE WHEN NOT FOUND;
+        IF NOT FOUND THEN
+            busy := busy || c.user_id;
+            CONTINUE;
+        END IF;
         ts := clock_timestamp();
         RETURN QUERY
         UPDATE junction.backfills AS t
@@ -4645,6 +4702,12 @@ BEGIN
         WHERE t.user_id = c.user_id AND t.provider = c.provider AND t.resource = c.resource
         RETURNING 'range'::text, t.user_id, t.provider, t.resource, t.start_date, t.end_date, NULL::uuid, NULL::uuid;
         RETURN;
+    END LOOP;
+        -- every candidate tried (each new one adds its user to busy, or was a busy user's): again
+        -- without those users, and once they are all there is, with them
+        CONTINUE WHEN fair AND tried > 0;
+        EXIT WHEN NOT fair OR cardinality(busy) = 0;
+        fair := false;
     END LOOP;
     FOR c IN
         SELECT w.user_id, w.workout_id
