@@ -383,6 +383,19 @@ COMMENT ON FUNCTION junction._daily_touch(junction.daily_hour[], junction.daily_
 -- resources feed: generated from junction.daily_metrics and junction.resources. One candidate per
 -- metric, provider, source type and resource; the winner by priority, the default rank, the
 -- metric's resource rank, then names.
+-- The sum of an array's elements in the array's order (NULLs skipped, as sum() skips them; NULL
+-- when none). A float sum depends on the order of its terms; the recomputation below passes the
+-- terms ordered by key, so a day's value never depends on the order a plan reads its rows in.
+-- Not an ordered aggregate (sum(x ORDER BY y)): Citus splits a sum into partial sums on the
+-- shards and cannot split an ordered one; array_agg(x ORDER BY y) it runs as is.
+CREATE FUNCTION junction._sum_in_order(terms double precision[])
+RETURNS double precision
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT sum(x.v ORDER BY x.i) FROM unnest(terms) WITH ORDINALITY AS x(v, i) $fn$;
+COMMENT ON FUNCTION junction._sum_in_order(double precision[]) IS
+  'the sum of the elements in array order (a float sum depends on the order of its terms)';
+
 CREATE FUNCTION junction._daily_sql(resources text[])
 RETURNS text
 LANGUAGE plpgsql STABLE
@@ -415,8 +428,8 @@ BEGIN
                  WHEN r.kind = 'timeseries' THEN CASE m.aggregate
                    -- float sums in a fixed order (the hours'): the same value whatever order
                    -- the rows were written or read in
-                   WHEN 'sum' THEN 'sum(t.sum ORDER BY t.hour)'
-                   WHEN 'avg' THEN 'sum(t.sum ORDER BY t.hour) / nullif(sum(t.n), 0)'
+                   WHEN 'sum' THEN 'junction._sum_in_order(array_agg(t.sum ORDER BY t.hour))'
+                   WHEN 'avg' THEN 'junction._sum_in_order(array_agg(t.sum ORDER BY t.hour)) / nullif(sum(t.n), 0)'
                    WHEN 'min' THEN 'min(t.min)'
                    WHEN 'max' THEN 'max(t.max)'
                    WHEN 'count' THEN 'sum(t.n)::double precision'
@@ -427,8 +440,11 @@ BEGIN
                           m.value_sql, m.order_sql)
                  WHEN m.aggregate = 'count' THEN format('count(NULLIF(%s, false))::double precision', m.value_sql)
                  -- a sum or mean of the day's rows in the order of their ids (see above)
-                 WHEN m.aggregate IN ('sum', 'avg') THEN
-                   format('%s((%s)::double precision ORDER BY t.id)', m.aggregate, m.value_sql)
+                 WHEN m.aggregate = 'sum' THEN
+                   format('junction._sum_in_order(array_agg((%s)::double precision ORDER BY t.id))', m.value_sql)
+                 WHEN m.aggregate = 'avg' THEN
+                   format('junction._sum_in_order(array_agg((%1$s)::double precision ORDER BY t.id)) / nullif(count(%1$s), 0)',
+                          m.value_sql)
                  ELSE format('%s((%s)::double precision)', m.aggregate, m.value_sql)
                END, 'm_' || m.metric), ', ' ORDER BY m.metric) AS aggs,
                -- a timeseries metric's value_sql is over t.value, the reduced number
