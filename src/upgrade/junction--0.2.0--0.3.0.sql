@@ -2341,6 +2341,7 @@ END
 $fn$;
 COMMENT ON FUNCTION junction._daily_lock_users(junction.daily_hour[], junction.daily_key[]) IS
   'take the junction.daily turns (transaction advisory locks) of the users of some hours and days, in user order';
+REVOKE ALL ON FUNCTION junction._daily_lock_users(junction.daily_hour[], junction.daily_key[]) FROM PUBLIC;
 
 -- Recompute what the upserts recomputed in place otherwise: hours through junction.daily_parts,
 -- days of summaries. With junction.daily_defer = on they queue instead (junction._daily_flush).
@@ -2387,6 +2388,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT sum(x.v ORDER BY x.i) FROM unnest(terms) WITH ORDINALITY AS x(v, i) $fn$;
 COMMENT ON FUNCTION junction._sum_in_order(double precision[]) IS
   'the sum of the elements in array order (a float sum depends on the order of its terms)';
+REVOKE ALL ON FUNCTION junction._sum_in_order(double precision[]) FROM PUBLIC;
 
 -- The statement that recomputes the days of $1 (junction.daily_key[]) of the metrics the given
 -- resources feed: generated from junction.daily_metrics and junction.resources. One candidate per
