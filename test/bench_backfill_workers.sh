@@ -79,6 +79,43 @@ read -r T1 P1 < <(run_jobs $U1 $U2); N1=$(rows)
 restart_with 2
 read -r T2 P2 < <(run_jobs $U1 $U2); N2=$(rows)
 R_SYNC=$(rate "$N_SYNC" "$T_SYNC"); R1_ONE=$(rate "$N1_ONE" "$T1_ONE"); R1=$(rate "$N1" "$T1"); R2=$(rate "$N2" "$T2")
+
+# What two writers get on this machine without junction: the same typed rows (user 1's 900,000
+# samples, as loaded) inserted into junction.samples under a new user id by one backend, then
+# under two new ids by two backends at once; and a CPU-only query (md5 of 3 million numbers) run
+# by one backend, then by two at once. Each ratio is what a second writer adds here, the ceiling
+# of the 2-worker ratio above.
+q "DROP TABLE IF EXISTS bench_stage; CREATE TABLE bench_stage AS SELECT * FROM junction.samples WHERE user_id = '$U1'" >/dev/null
+N_STAGE=$(q "SELECT count(*) FROM bench_stage")
+X1=5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4e01
+X2=5f0b1d6e-8a40-4f5e-9b0c-0d1a2b3c4e02
+INSERT_AS="INSERT INTO junction.samples (user_id, resource, provider, source_type, type, workout_id, time, time_end, value, unit,
+                                          timezone_offset, local_time, floating, extra, received_seq)
+           SELECT '%s', resource, provider, source_type, type, workout_id, time, time_end, value, unit, timezone_offset,
+                  local_time, floating, extra, received_seq FROM bench_stage"
+CPU_Q="SELECT count(DISTINCT md5(g::text)) FROM generate_series(1, 3000000) AS g"
+timed() {  # seconds for the given commands, each in its own backend, all at once
+    local t0 t1 c pids=""
+    t0=$(date +%s.%N)
+    for c in "$@"; do psql -qXAt -v ON_ERROR_STOP=1 -c "$c" >/dev/null & pids="$pids $!"; done
+    wait $pids
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
+}
+q "TRUNCATE junction.samples; CHECKPOINT" >/dev/null
+TI1=$(timed "$(printf "$INSERT_AS" $X1)")
+q "TRUNCATE junction.samples; CHECKPOINT" >/dev/null
+TI2=$(timed "$(printf "$INSERT_AS" $X1)" "$(printf "$INSERT_AS" $X2)")
+# the same two inserts into an UNLOGGED copy of the table (same key): no WAL
+q "CREATE UNLOGGED TABLE bench_nowal (LIKE junction.samples INCLUDING ALL)" >/dev/null
+NOWAL_AS=$(printf "$INSERT_AS" '%s' | sed 's/INSERT INTO junction.samples/INSERT INTO bench_nowal/')
+TU1=$(timed "$(printf "$NOWAL_AS" $X1)")
+q "TRUNCATE bench_nowal; CHECKPOINT" >/dev/null
+TU2=$(timed "$(printf "$NOWAL_AS" $X1)" "$(printf "$NOWAL_AS" $X2)")
+q "DROP TABLE bench_nowal" >/dev/null
+TC1=$(timed "$CPU_Q")
+TC2=$(timed "$CPU_Q" "$CPU_Q")
+q "DROP TABLE bench_stage" >/dev/null
 echo "== backfill workers: 90 days of dense heart rate per user, one page per transaction"
 printf '%-58s %8.3f s %10s samples/s\n' "junction_sync, one user, one call (anchor)" "$T_SYNC" "$R_SYNC"
 printf '%-58s %8.3f s %10s samples/s   = %s of junction_sync\n' "backfill job, one user, 1 worker (checkpoint per page)" "$T1_ONE" "$R1_ONE" \
@@ -86,4 +123,13 @@ printf '%-58s %8.3f s %10s samples/s   = %s of junction_sync\n' "backfill job, o
 printf '%-58s %8.3f s %10s samples/s   (at most %s job(s) running at once)\n' "2 users, junction.backfill_workers = 1 (anchor)" "$T1" "$R1" "$P1"
 printf '%-58s %8.3f s %10s samples/s   = %sx one worker (target >= 1.5; at most %s running at once)\n' "2 users, junction.backfill_workers = 2" "$T2" "$R2" \
     "$(awk -v a="$R2" -v b="$R1" 'BEGIN { printf "%.2f", a / b }')" "$P2"
+echo "this machine's own second writer (no junction, in the same run):"
+printf '%-58s %8.3f s %10s rows/s\n' "  plain INSERT of $N_STAGE typed samples, 1 backend" "$TI1" "$(rate "$N_STAGE" "$TI1")"
+printf '%-58s %8.3f s %10s rows/s   = %sx one backend\n' "  the same into 2 new users, 2 backends at once" "$TI2" "$(rate $((2 * N_STAGE)) "$TI2")" \
+    "$(awk -v a="$TI1" -v b="$TI2" 'BEGIN { printf "%.2f", 2 * a / b }')"
+printf '%-58s %8.3f s   then 2 at once: %.3f s = %sx\n' "  the same into an UNLOGGED copy (no WAL), 1 backend" "$TU1" "$TU2" \
+    "$(awk -v a="$TU1" -v b="$TU2" 'BEGIN { printf "%.2f", 2 * a / b }')"
+printf '%-58s %8.3f s   then 2 at once: %.3f s = %sx\n' "  CPU only (md5 of 3 M numbers), 1 backend" "$TC1" "$TC2" \
+    "$(awk -v a="$TC1" -v b="$TC2" 'BEGIN { printf "%.2f", 2 * a / b }')"
+echo "2 workers / 1 worker = $(awk -v a="$R2" -v b="$R1" 'BEGIN { printf "%.2f", a / b }') against the machine's 2-writer INSERT ratio of $(awk -v a="$TI1" -v b="$TI2" 'BEGIN { printf "%.2f", 2 * a / b }')"
 [ "$N1" = "$N2" ] || { echo "row counts differ: $N1 vs $N2"; exit 1; }
