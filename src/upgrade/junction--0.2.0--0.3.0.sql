@@ -2356,16 +2356,20 @@ BEGIN
         RETURN 0;
     END IF;
     IF junction._daily_deferred() THEN
+        -- A key already queued is locked, not passed over (DO UPDATE, not DO NOTHING): otherwise
+        -- a flush could take it and recompute before this transaction commits its rows, and with
+        -- the key gone those rows would never be recomputed. Locked, the flush skips it (SKIP
+        -- LOCKED) until this transaction ends, and takes it afterwards.
         INSERT INTO junction.daily_pending_hours AS q (user_id, resource, hour)
         SELECT DISTINCT h.user_id, h.resource, h.hour FROM unnest(hours) AS h
         WHERE h.user_id IS NOT NULL AND h.resource IS NOT NULL AND h.hour IS NOT NULL
         ORDER BY 1, 2, 3
-        ON CONFLICT DO NOTHING;
+        ON CONFLICT (user_id, resource, hour) DO UPDATE SET hour = excluded.hour;
         INSERT INTO junction.daily_pending_days AS q (user_id, calendar_date, resource)
         SELECT DISTINCT d.user_id, d.calendar_date, d.resource FROM unnest(days) AS d
         WHERE d.user_id IS NOT NULL AND d.calendar_date IS NOT NULL AND d.resource IS NOT NULL
         ORDER BY 1, 2, 3
-        ON CONFLICT DO NOTHING;
+        ON CONFLICT (user_id, calendar_date, resource) DO UPDATE SET calendar_date = excluded.calendar_date;
         RETURN 0;
     END IF;
     PERFORM junction._daily_lock_users(hours, days);
