@@ -533,25 +533,23 @@ RESET enable_bitmapscan;
 DELETE FROM junction.samples WHERE user_id = :'fu';
 SELECT junction_rebuild_daily(:'fu') AS rebuilt_without_samples;
 
--- A deferred upsert that touches an hour already queued takes the queued row (ON CONFLICT DO
--- UPDATE, not DO NOTHING), which locks it until the upsert's transaction ends: a flush in another
--- session then skips the hour (SKIP LOCKED) instead of recomputing it without this transaction's
--- rows and dropping it from the queue. Shown by the row's ctid: a new row version, where DO
--- NOTHING would leave it as it was. In one transaction (the queue is the workers' too).
+-- A deferred upsert that touches an hour or day already queued adds a row of its own for it
+-- (the queue has no unique key): a flush in another session cannot see that row before the
+-- upsert commits, so it cannot take the key, recompute it without the upsert's rows and drop it,
+-- as it could when a queued key was passed over (ON CONFLICT DO NOTHING). A flush takes both rows
+-- and recomputes the key once. In one transaction (the queue is the workers' too).
 BEGIN;
 SET LOCAL junction.daily_defer = on;
 INSERT INTO junction.daily_pending_hours (user_id, resource, hour) VALUES (:'fu', 'steps', '2026-03-01 08:00');
 INSERT INTO junction.daily_pending_days (user_id, calendar_date, resource) VALUES (:'fu', '2026-03-01', 'sleep');
-CREATE TEMP TABLE queued_before ON COMMIT DROP AS
-SELECT (SELECT ctid FROM junction.daily_pending_hours WHERE user_id = :'fu') AS hour_ctid,
-       (SELECT ctid FROM junction.daily_pending_days WHERE user_id = :'fu') AS day_ctid;
-SELECT junction._daily_touch(ARRAY[ROW(:'fu', 'steps', '2026-03-01 08:00')::junction.daily_hour],
+SELECT junction._daily_touch(ARRAY[ROW(:'fu', 'steps', '2026-03-01 08:00')::junction.daily_hour,
+                                   ROW(:'fu', 'steps', '2026-03-01 08:00')::junction.daily_hour],
                              ARRAY[ROW(:'fu', '2026-03-01', 'sleep')::junction.daily_key]) AS touched;
-SELECT (SELECT ctid FROM junction.daily_pending_hours WHERE user_id = :'fu') <> b.hour_ctid AS hour_row_taken,
-       (SELECT ctid FROM junction.daily_pending_days WHERE user_id = :'fu') <> b.day_ctid AS day_row_taken,
-       (SELECT count(*) FROM junction.daily_pending_hours WHERE user_id = :'fu') AS hours_queued,
-       (SELECT count(*) FROM junction.daily_pending_days WHERE user_id = :'fu') AS days_queued
-FROM queued_before AS b;
+SELECT (SELECT count(*) FROM junction.daily_pending_hours WHERE user_id = :'fu') AS hour_rows,
+       (SELECT count(*) FROM junction.daily_pending_days WHERE user_id = :'fu') AS day_rows;
+SELECT junction._daily_flush() >= 4 AS flushed;
+SELECT (SELECT count(*) FROM junction.daily_pending_hours WHERE user_id = :'fu') AS hour_rows_left,
+       (SELECT count(*) FROM junction.daily_pending_days WHERE user_id = :'fu') AS day_rows_left;
 ROLLBACK;
 
 -- clean up
