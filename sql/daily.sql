@@ -533,6 +533,25 @@ RESET enable_bitmapscan;
 DELETE FROM junction.samples WHERE user_id = :'fu';
 SELECT junction_rebuild_daily(:'fu') AS rebuilt_without_samples;
 
+-- A deferred upsert that touches an hour or day already queued adds a row of its own for it
+-- (the queue has no unique key): a flush in another session cannot see that row before the
+-- upsert commits, so it cannot take the key, recompute it without the upsert's rows and drop it,
+-- as it could when a queued key was passed over (ON CONFLICT DO NOTHING). A flush takes both rows
+-- and recomputes the key once. In one transaction (the queue is the workers' too).
+BEGIN;
+SET LOCAL junction.daily_defer = on;
+INSERT INTO junction.daily_pending_hours (user_id, resource, hour) VALUES (:'fu', 'steps', '2026-03-01 08:00');
+INSERT INTO junction.daily_pending_days (user_id, calendar_date, resource) VALUES (:'fu', '2026-03-01', 'sleep');
+SELECT junction._daily_touch(ARRAY[ROW(:'fu', 'steps', '2026-03-01 08:00')::junction.daily_hour,
+                                   ROW(:'fu', 'steps', '2026-03-01 08:00')::junction.daily_hour],
+                             ARRAY[ROW(:'fu', '2026-03-01', 'sleep')::junction.daily_key]) AS touched;
+SELECT (SELECT count(*) FROM junction.daily_pending_hours WHERE user_id = :'fu') AS hour_rows,
+       (SELECT count(*) FROM junction.daily_pending_days WHERE user_id = :'fu') AS day_rows;
+SELECT junction._daily_flush() >= 4 AS flushed;
+SELECT (SELECT count(*) FROM junction.daily_pending_hours WHERE user_id = :'fu') AS hour_rows_left,
+       (SELECT count(*) FROM junction.daily_pending_days WHERE user_id = :'fu') AS day_rows_left;
+ROLLBACK;
+
 -- clean up
 TRUNCATE junction.daily, junction.daily_parts, junction.samples, junction.activity, junction.sleep, junction.body,
          junction.workouts, junction.events, junction.inbox, junction.source_priorities;

@@ -235,17 +235,21 @@ COMMENT ON FUNCTION junction._daily_part_value(text, text, double precision, jso
 CREATE TABLE junction.daily_pending_hours (
     user_id  uuid NOT NULL,
     resource text NOT NULL,
-    hour     timestamptz NOT NULL,
-    CONSTRAINT daily_pending_hours_pkey PRIMARY KEY (user_id, resource, hour)
+    hour     timestamptz NOT NULL
 );
+-- No unique key: every upsert adds its own row for a key, even one already queued, and a flush
+-- deletes only the rows it locked (a key another transaction is still writing stays queued by
+-- that transaction's row, invisible to the flush until it commits). No writer ever waits on
+-- another's queue row.
+CREATE INDEX daily_pending_hours_key ON junction.daily_pending_hours (user_id, resource, hour);
 COMMENT ON TABLE junction.daily_pending_hours IS
   'hours of samples whose junction.daily_parts (and days) the inbox workers recompute next';
 CREATE TABLE junction.daily_pending_days (
     user_id       uuid NOT NULL,
     calendar_date date NOT NULL,
-    resource      text NOT NULL,
-    CONSTRAINT daily_pending_days_pkey PRIMARY KEY (user_id, calendar_date, resource)
+    resource      text NOT NULL
 );
+CREATE INDEX daily_pending_days_key ON junction.daily_pending_days (user_id, calendar_date, resource);
 COMMENT ON TABLE junction.daily_pending_days IS
   'days of summaries whose junction.daily values the inbox workers recompute next';
 
@@ -359,16 +363,16 @@ BEGIN
         RETURN 0;
     END IF;
     IF junction._daily_deferred() THEN
-        INSERT INTO junction.daily_pending_hours AS q (user_id, resource, hour)
+        -- A row of this transaction's own for every key, even one already queued: a flush sees it
+        -- only once this transaction has committed its rows, so it cannot take the key, recompute
+        -- it without them and drop it (what passing over a queued key allowed). And no writer
+        -- waits on another's queue row.
+        INSERT INTO junction.daily_pending_hours (user_id, resource, hour)
         SELECT DISTINCT h.user_id, h.resource, h.hour FROM unnest(hours) AS h
-        WHERE h.user_id IS NOT NULL AND h.resource IS NOT NULL AND h.hour IS NOT NULL
-        ORDER BY 1, 2, 3
-        ON CONFLICT DO NOTHING;
-        INSERT INTO junction.daily_pending_days AS q (user_id, calendar_date, resource)
+        WHERE h.user_id IS NOT NULL AND h.resource IS NOT NULL AND h.hour IS NOT NULL;
+        INSERT INTO junction.daily_pending_days (user_id, calendar_date, resource)
         SELECT DISTINCT d.user_id, d.calendar_date, d.resource FROM unnest(days) AS d
-        WHERE d.user_id IS NOT NULL AND d.calendar_date IS NOT NULL AND d.resource IS NOT NULL
-        ORDER BY 1, 2, 3
-        ON CONFLICT DO NOTHING;
+        WHERE d.user_id IS NOT NULL AND d.calendar_date IS NOT NULL AND d.resource IS NOT NULL;
         RETURN 0;
     END IF;
     PERFORM junction._daily_lock_users(hours, days);
@@ -720,33 +724,35 @@ AS $fn$
 DECLARE
     hours junction.daily_hour[];
     days  junction.daily_key[];
+    taken bigint;
 BEGIN
+    -- the rows this flush locked, and only those (another flush's rows of the same key are its
+    -- own); a key queued twice is recomputed once
     WITH q AS (
         DELETE FROM junction.daily_pending_hours AS p
-        WHERE (p.user_id, p.resource, p.hour) IN (SELECT x.user_id, x.resource, x.hour
-                                                  FROM junction.daily_pending_hours AS x
-                                                  ORDER BY 1, 2, 3 LIMIT max_keys
-                                                  FOR UPDATE SKIP LOCKED)
+        WHERE p.ctid = ANY (ARRAY(SELECT x.ctid FROM junction.daily_pending_hours AS x
+                                  ORDER BY x.user_id, x.resource, x.hour LIMIT max_keys
+                                  FOR UPDATE SKIP LOCKED))
         RETURNING p.user_id, p.resource, p.hour
     )
-    SELECT array_agg(ROW(q.user_id, q.resource, q.hour)::junction.daily_hour) INTO hours FROM q;
+    SELECT array_agg(DISTINCT ROW(q.user_id, q.resource, q.hour)::junction.daily_hour), count(*) INTO hours, taken FROM q;
     WITH q AS (
         DELETE FROM junction.daily_pending_days AS p
-        WHERE (p.user_id, p.calendar_date, p.resource) IN (SELECT x.user_id, x.calendar_date, x.resource
-                                                           FROM junction.daily_pending_days AS x
-                                                           ORDER BY 1, 2, 3 LIMIT max_keys
-                                                           FOR UPDATE SKIP LOCKED)
+        WHERE p.ctid = ANY (ARRAY(SELECT x.ctid FROM junction.daily_pending_days AS x
+                                  ORDER BY x.user_id, x.calendar_date, x.resource LIMIT max_keys
+                                  FOR UPDATE SKIP LOCKED))
         RETURNING p.user_id, p.calendar_date, p.resource
     )
-    SELECT array_agg(ROW(q.user_id, q.calendar_date, q.resource)::junction.daily_key) INTO days FROM q;
+    SELECT array_agg(DISTINCT ROW(q.user_id, q.calendar_date, q.resource)::junction.daily_key), taken + count(*)
+      INTO days, taken FROM q;
     PERFORM junction._daily_lock_users(hours, days);
     PERFORM junction._daily_refresh(coalesce(junction._daily_parts_refresh(hours), '{}'::junction.daily_key[])
                                     || coalesce(days, '{}'::junction.daily_key[]), true);
-    RETURN coalesce(cardinality(hours), 0) + coalesce(cardinality(days), 0);
+    RETURN taken;
 END
 $fn$;
 COMMENT ON FUNCTION junction._daily_flush(integer) IS
-  'recompute up to max_keys of the hours and days queued by upserts run with junction.daily_defer = on; returns how many were taken';
+  'recompute up to max_keys of the hours and days queued by upserts run with junction.daily_defer = on; returns how many queue rows were taken';
 
 -- ---------------------------------------------------------------------------------------------
 -- Entry points.
