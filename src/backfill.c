@@ -147,45 +147,67 @@ run_job_sql(const char *activity, const char *sql, int nargs, const char **args)
 	return result;
 }
 
+/* Transient errors (a deadlock, a cancel, a lost connection) in a row before one counts as a failure. */
+#define BACKFILL_TRANSIENT_RETRIES 5
+
 /*
  * Run a claimed job step by step, each step (one page and its checkpoint) in its own
  * transaction, until it needs no further step; on any error record it (retry later or failed)
- * and go on.  Interrupts are served between steps: a SIGTERM leaves the job running at its
- * checkpoint, and the next worker start resumes it.
+ * and go on.  A transient error (junction_bgw_retryable) rolls back only the step, which is run
+ * again after a pause, up to BACKFILL_TRANSIENT_RETRIES times in a row, before it is recorded.
+ * Interrupts are served between steps: a SIGTERM leaves the job running at its checkpoint, and
+ * the next worker start resumes it.
  */
 static void
 backfill_run(const char *job)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	volatile int transient = 0;
+	volatile bool done = false;
 
-	PG_TRY();
+	while (!done)
 	{
-		while (!run_job_sql("junction: running a backfill", BACKFILL_STEP_SQL, 1, &job))
+		PG_TRY();
 		{
+			while (!run_job_sql("junction: running a backfill", BACKFILL_STEP_SQL, 1, &job))
+			{
+				junction_bgw_heartbeat(1, 0);
+				transient = 0;
+				junction_bgw_check_interrupts();
+			}
 			junction_bgw_heartbeat(1, 0);
-			junction_bgw_check_interrupts();
+			done = true;
 		}
-		junction_bgw_heartbeat(1, 0);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		const char *args[3];
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+			const char *args[3];
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		if (edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN || ProcDiePending)
-			ReThrowError(edata);	/* the error stack was flushed: throw our copy */
-		args[0] = job;
-		args[1] = edata->message ? edata->message : "unknown error";
-		args[2] = unpack_sql_state(edata->sqlerrcode);
-		ereport(LOG, (errmsg("junction backfill failed: %s", args[1])));
-		(void) run_job_sql("junction: recording a failed backfill", BACKFILL_FAILED_SQL, 3, args);
-		FreeErrorData(edata);
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			AbortOutOfAnyTransaction();
+			MemoryContextSwitchTo(cxt);
+			if (edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN || ProcDiePending)
+				ReThrowError(edata);	/* the error stack was flushed: throw our copy */
+			if (junction_bgw_retryable(edata->sqlerrcode) && transient < BACKFILL_TRANSIENT_RETRIES)
+			{
+				transient++;
+				junction_bgw_log_and_pause(edata, "a backfill step", transient);
+			}
+			else
+			{
+				args[0] = job;
+				args[1] = edata->message ? edata->message : "unknown error";
+				args[2] = unpack_sql_state(edata->sqlerrcode);
+				ereport(LOG, (errmsg("junction backfill failed: %s", args[1])));
+				(void) run_job_sql("junction: recording a failed backfill", BACKFILL_FAILED_SQL, 3, args);
+				done = true;
+			}
+			FreeErrorData(edata);
+		}
+		PG_END_TRY();
 	}
-	PG_END_TRY();
 }
 
 /* Entry point of a backfill worker (bgw_main_arg: its slot, from JUNCTION_BACKFILL_SLOT on). */
@@ -193,7 +215,8 @@ void
 junction_backfill_main(Datum arg)
 {
 	MemoryContext loop_cxt;
-	bool		reset_done = false;
+	static bool reset_done = false; /* static: kept across a longjmp out of the claim */
+	volatile int failures = 0;
 
 	junction_bgw_start(DatumGetInt32(arg), "junction backfill");
 	junction_prefetch_across_commit = true;	/* a step's prefetch is the next step's page */
@@ -204,15 +227,28 @@ junction_backfill_main(Datum arg)
 									 ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
-		char	   *job = NULL;
+		char	   *volatile job = NULL;
 
 		junction_bgw_check_interrupts();
 		MemoryContextReset(loop_cxt);
 		junction_bgw_heartbeat(0, 0);
-		if (!reset_done)
-			reset_done = backfill_reset_running();
-		if (reset_done)
-			job = backfill_claim(loop_cxt);
+		PG_TRY();
+		{
+			if (!reset_done)
+				reset_done = backfill_reset_running();
+			if (reset_done)
+				job = backfill_claim(loop_cxt);
+			failures = 0;
+		}
+		PG_CATCH();
+		{
+			/* a transient error in the claim: roll back, pause, claim again */
+			junction_bgw_retry_or_rethrow(loop_cxt, "a backfill claim", ++failures);
+			job = NULL;
+		}
+		PG_END_TRY();
+		if (failures > 0)
+			continue;			/* paused already: claim again */
 		if (job != NULL)
 		{
 			MemoryContext old = MemoryContextSwitchTo(loop_cxt);

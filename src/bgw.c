@@ -15,6 +15,7 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -127,4 +128,98 @@ junction_bgw_wait(void)
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 					 junction_poll_interval_ms, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
+}
+
+/*
+ * The pause before retry number failures (1-based) of work a transient error
+ * rolled back: 1 s, doubling, at most 30 s.  Served like the idle wait: a
+ * SIGTERM or a reload is handled at once, an inbox commit ends it early.
+ */
+static void
+retry_pause(int ms)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+
+	for (;;)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+
+		if (left <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 left, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		junction_bgw_check_interrupts();
+	}
+}
+
+int
+junction_bgw_retry_ms(int failures)
+{
+	int			ms = 1000;
+
+	while (--failures > 0 && ms < 30000)
+		ms *= 2;
+	return Min(ms, 30000);
+}
+
+/*
+ * Whether an error caught by a worker is one to roll back and retry: a
+ * transient one (junction_error_is_transient), unless it is a shutdown.
+ */
+bool
+junction_bgw_retryable(int sqlerrcode)
+{
+	return junction_error_is_transient(sqlerrcode) &&
+		sqlerrcode != ERRCODE_ADMIN_SHUTDOWN &&
+		sqlerrcode != ERRCODE_CRASH_SHUTDOWN &&
+		sqlerrcode != ERRCODE_DATABASE_DROPPED &&
+		!ProcDiePending;
+}
+
+/*
+ * Log a transient error that rolled back what (at LOG, with its SQLSTATE) and
+ * pause before retry number failures.  The caller has flushed the error and
+ * aborted the transaction.
+ */
+void
+junction_bgw_log_and_pause(ErrorData *edata, const char *what, int failures)
+{
+	int			ms = junction_bgw_retry_ms(failures);
+
+	pgstat_report_activity(STATE_IDLE, NULL);
+	ereport(LOG,
+			(errmsg("junction: %s was rolled back and is retried in %d ms: %s (SQLSTATE %s)",
+					what, ms, edata->message ? edata->message : "unknown error",
+					unpack_sql_state(edata->sqlerrcode)),
+			 edata->sqlerrcode == ERRCODE_QUERY_CANCELED ?
+			 errhint("A cancel comes from pg_cancel_backend(), statement_timeout, or Citus ending "
+					 "the victim of a distributed deadlock.") : 0));
+	retry_pause(ms);
+}
+
+/*
+ * In a worker's PG_CATCH, with the error still current: a retryable error is
+ * copied, flushed, its transaction rolled back, logged and paused on
+ * (junction_bgw_log_and_pause), and the function returns; any other error is
+ * re-thrown, which ends the worker (the postmaster restarts it).  cxt is a
+ * context outside the transaction; what names the work for the log.
+ */
+void
+junction_bgw_retry_or_rethrow(MemoryContext cxt, const char *what, int failures)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	if (!junction_bgw_retryable(edata->sqlerrcode))
+	{
+		FreeErrorData(edata);
+		PG_RE_THROW();
+	}
+	FlushErrorState();
+	AbortOutOfAnyTransaction();
+	MemoryContextSwitchTo(cxt);
+	junction_bgw_log_and_pause(edata, what, failures);
+	FreeErrorData(edata);
 }

@@ -31,4 +31,15 @@ extern void junction_bgw_commit_tx(void);
 /* Sleep until woken or junction.poll_interval has passed. */
 extern void junction_bgw_wait(void);
 
+/*
+ * Transient errors (a deadlock, a cancel, a lost Citus connection, ...) roll a
+ * worker's work back and retry it after junction_bgw_retry_ms(failures) instead
+ * of ending the worker: call junction_bgw_retry_or_rethrow in a PG_CATCH, with
+ * a context outside the transaction and the count of consecutive failures.
+ */
+extern bool junction_bgw_retryable(int sqlerrcode);
+extern int	junction_bgw_retry_ms(int failures);
+extern void junction_bgw_log_and_pause(ErrorData *edata, const char *what, int failures);
+extern void junction_bgw_retry_or_rethrow(MemoryContext cxt, const char *what, int failures);
+
 #endif							/* JUNCTION_BGW_H */

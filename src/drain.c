@@ -131,14 +131,22 @@ load_secrets(jx_keyset *ks)
 	return ks->nkeys;
 }
 
-/* Errors that say nothing about the row: retry the batch rather than quarantine. */
-static bool
-error_is_transient(int sqlerrcode)
+/*
+ * Errors that say nothing about the row: the batch is retried rather than a row
+ * quarantined.  A deadlock or serialization failure (class 40), a cancel (57014;
+ * also how Citus ends the victim of a distributed deadlock), a lost connection
+ * (class 08: a Citus node restarting), lock_timeout (55P03), insufficient
+ * resources (53), operator intervention (57) and system errors (58).
+ */
+bool
+junction_error_is_transient(int sqlerrcode)
 {
 	char		cls0 = PGUNSIXBIT(sqlerrcode);
 	char		cls1 = PGUNSIXBIT(sqlerrcode >> 6);
 
 	return (cls0 == '4' && cls1 == '0') ||	/* transaction rollback */
+		(cls0 == '0' && cls1 == '8') || /* connection exception */
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
 		(cls0 == '5' && cls1 == '3') || /* insufficient resources */
 		(cls0 == '5' && cls1 == '7') || /* operator intervention, cancel */
 		(cls0 == '5' && cls1 == '8');	/* system error */
@@ -157,7 +165,7 @@ subxact_caught(MemoryContext oldcxt, ResourceOwner oldowner)
 
 	MemoryContextSwitchTo(oldcxt);
 	edata = CopyErrorData();
-	if (error_is_transient(edata->sqlerrcode))
+	if (junction_error_is_transient(edata->sqlerrcode))
 		PG_RE_THROW();
 	FlushErrorState();
 	RollbackAndReleaseCurrentSubTransaction();

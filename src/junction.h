@@ -97,6 +97,9 @@ typedef struct JunctionDrainResult
 	int			subxacts;		/* typing subtransactions the batch needed */
 } JunctionDrainResult;
 extern JunctionDrainResult junction_drain_batch(int max_rows);
+
+/* Whether an error says nothing about the data (deadlock, cancel, lost connection, ...): retry it. */
+extern bool junction_error_is_transient(int sqlerrcode);
 extern void junction_drain_reset_plans(void);
 
 /* Background worker entry points, named in their registration (junction.c) */

@@ -10,6 +10,7 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "bgw.h"
@@ -85,57 +86,100 @@ flush_daily(void)
 	return more;
 }
 
-/* Entry point of each inbox worker (bgw_main_arg: its slot, 0..junction.workers-1). */
+/* What a worker round is doing, for the log line of a rolled-back round. */
+static const char *round_what = "an inbox batch";
+
+/*
+ * One round: drain a batch, recompute junction.daily when the inbox is drained or
+ * junction.daily_interval has passed, trim the inbox when due.  Returns whether more
+ * may be waiting.  Each step commits on its own; a transient error in one is rolled
+ * back by the caller and the round run again.
+ */
+static bool
+worker_round(Oid *ext_oid_seen, TimestampTz *last_daily, TimestampTz *last_trim)
+{
+	bool		more = false;
+	Oid			ext_oid;
+
+	round_what = "an inbox batch";
+	junction_bgw_begin_tx("junction: draining inbox");
+	ext_oid = get_extension_oid("junction", true);
+	if (ext_oid != *ext_oid_seen)
+	{
+		/* created, dropped or re-created: old plans point at old tables */
+		junction_drain_reset_plans();
+		*ext_oid_seen = ext_oid;
+	}
+	if (!OidIsValid(ext_oid))
+	{
+		/* extension not created in this database (yet): idle quietly */
+		junction_bgw_commit_tx();
+		junction_bgw_heartbeat(0, 0);
+		return false;
+	}
+	{
+		JunctionDrainResult r = junction_drain_batch(junction_batch_size);
+
+		junction_bgw_commit_tx();
+		junction_bgw_heartbeat(r.processed, r.quarantined);
+		more = r.full;			/* a limit ended the batch: more may be waiting */
+	}
+	if (!more || TimestampDifferenceExceeds(*last_daily, GetCurrentTimestamp(), junction_daily_interval_ms))
+	{
+		round_what = "a junction.daily recomputation";
+		if (flush_daily())
+			more = true;
+		*last_daily = GetCurrentTimestamp();
+	}
+	if (TimestampDifferenceExceeds(*last_trim, GetCurrentTimestamp(), RETENTION_EVERY_MS))
+	{
+		round_what = "the inbox retention";
+		trim_inbox();
+		*last_trim = GetCurrentTimestamp();
+	}
+	return more;
+}
+
+/*
+ * Entry point of each inbox worker (bgw_main_arg: its slot, 0..junction.workers-1).
+ * A transient error (a deadlock, a cancel, a lost Citus connection) rolls the
+ * round's step back and is retried after a pause, logged at LOG; any other error
+ * ends the worker, and the postmaster starts it again.
+ */
 void
 junction_worker_main(Datum arg)
 {
-	Oid			ext_oid_seen = InvalidOid;
-	TimestampTz last_trim = 0;
-	TimestampTz last_daily = 0;
+	/* static: kept across a longjmp out of a round */
+	static Oid	ext_oid_seen = InvalidOid;
+	static TimestampTz last_trim = 0;
+	static TimestampTz last_daily = 0;
+	MemoryContext loop_cxt;
+	volatile int failures = 0;
 
 	junction_bgw_start(DatumGetInt32(arg), "junction worker");
 	/* the upserts queue junction.daily's recomputation; flush_daily does it, coalesced */
 	SetConfigOption("junction.daily_defer", "on", PGC_SUSET, PGC_S_OVERRIDE);
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "junction worker",
+									 ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
-		bool		more = false;
-		Oid			ext_oid;
+		volatile bool more = false;
 
 		junction_bgw_check_interrupts();
-		junction_bgw_begin_tx("junction: draining inbox");
-		ext_oid = get_extension_oid("junction", true);
-		if (ext_oid != ext_oid_seen)
+		MemoryContextSwitchTo(loop_cxt);
+		PG_TRY();
 		{
-			/* created, dropped or re-created: old plans point at old tables */
-			junction_drain_reset_plans();
-			ext_oid_seen = ext_oid;
+			more = worker_round(&ext_oid_seen, &last_daily, &last_trim);
+			failures = 0;
 		}
-		if (OidIsValid(ext_oid))
+		PG_CATCH();
 		{
-			JunctionDrainResult r = junction_drain_batch(junction_batch_size);
-
-			junction_bgw_commit_tx();
-			junction_bgw_heartbeat(r.processed, r.quarantined);
-			more = r.full;	/* a limit ended the batch: more may be waiting */
-			if (!more || TimestampDifferenceExceeds(last_daily, GetCurrentTimestamp(), junction_daily_interval_ms))
-			{
-				if (flush_daily())
-					more = true;
-				last_daily = GetCurrentTimestamp();
-			}
-			if (TimestampDifferenceExceeds(last_trim, GetCurrentTimestamp(), RETENTION_EVERY_MS))
-			{
-				trim_inbox();
-				last_trim = GetCurrentTimestamp();
-			}
+			junction_bgw_retry_or_rethrow(loop_cxt, round_what, ++failures);
+			more = true;
 		}
-		else
-		{
-			/* extension not created in this database (yet): idle quietly */
-			junction_bgw_commit_tx();
-			junction_bgw_heartbeat(0, 0);
-		}
+		PG_END_TRY();
+		MemoryContextReset(loop_cxt);
 
 		if (!more)
 			junction_bgw_wait();
