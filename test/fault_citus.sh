@@ -203,8 +203,19 @@ done
 sleep 0.5
 fp() { $1 -c "SELECT count(*) || ' ' || md5(string_agg((to_jsonb(s) - 'received_seq')::text, '|' ORDER BY resource, time, provider, source_type, type))
               FROM junction.samples s WHERE user_id = '$2'"; }
+# A junction_sync beside the workers can be chosen as the victim of a distributed deadlock (a
+# known gap, README "Deadlocks on Citus"): it then fails with 40P01 and keeps nothing, and a
+# client calls it again. So do these calls, at most twice, saying so.
+retry_deadlock() {  # out-file, command...
+    local out=$1 i; shift
+    for i in 1 2 3; do
+        "$@" > "$out" 2>&1
+        grep -q 'deadlock' "$out" || return 0
+        echo "       called again after a deadlock: $(grep -m1 deadlock "$out")"
+    done
+}
 for f in s c; do
-    $f -c "SELECT sum(rows_loaded) FROM junction_sync('$A', ARRAY['heartrate', 'steps', 'sleep', 'activity'], '2025-01-01', '2025-01-10')" > "$W/sync.$f" 2>&1
+    retry_deadlock "$W/sync.$f" $f -c "SELECT sum(rows_loaded) FROM junction_sync('$A', ARRAY['heartrate', 'steps', 'sleep', 'activity'], '2025-01-01', '2025-01-10')"
 done
 check "junction_sync into distributed tables: rows loaded ($(cat $W/sync.c))" "[ \"\$(cat $W/sync.c)\" -gt 100 ] 2>/dev/null"
 check "junction_sync: the same rows as single node" "[ \"\$(cat $W/sync.c)\" = \"\$(cat $W/sync.s)\" ] && [ \"\$(fp c $A)\" = \"\$(fp s $A)\" ]"
@@ -213,10 +224,10 @@ check "junction_sync: the summaries equal single node" \
        \"\$(s -c \"SELECT md5(string_agg((to_jsonb(t) - 'received_seq')::text, '|' ORDER BY id)) FROM junction.sleep t WHERE user_id = '$A'\")\" ]"
 # the same connected users on both (the corpus' connection events): the same users synced, each
 # without error (the row counts follow now(): the two calls' windows differ by a few seconds)
+retry_deadlock "$W/syncall.c" c -c 'SELECT user_id, rows_loaded > 0, error FROM junction_sync_all(1, false) ORDER BY 1'
+retry_deadlock "$W/syncall.s" s -c 'SELECT user_id, rows_loaded > 0, error FROM junction_sync_all(1, false) ORDER BY 1'
 check "junction_sync_all runs against the distributed tables, for the same users as on single node" \
-    "c -c 'SELECT user_id, rows_loaded > 0, error FROM junction_sync_all(1, false) ORDER BY 1' > '$W/syncall.c' &&
-     s -c 'SELECT user_id, rows_loaded > 0, error FROM junction_sync_all(1, false) ORDER BY 1' > '$W/syncall.s' &&
-     [ -s '$W/syncall.c' ] && diff '$W/syncall.s' '$W/syncall.c' && ! grep -qv '|t|\$' '$W/syncall.c'"
+    "[ -s '$W/syncall.c' ] && diff '$W/syncall.s' '$W/syncall.c' && ! grep -qv '|t|\$' '$W/syncall.c'"
 BOB=$(c -c "SELECT junction_user_create('citus-bob') ->> 'user_id'")
 check "junction_refresh_connections(user) writes the user's connections into distributed junction.connections" \
     "c -c \"SELECT junction_refresh_connections('$BOB')\" >/dev/null && [ \"\$(c -c \"SELECT count(*) FROM junction.connections WHERE user_id = '$BOB'\")\" -gt 0 ]"
@@ -288,5 +299,7 @@ check "after the crashes the typed tables equal single node ($(wc -l < "$W/kill.
 check "no junction worker error other than the kills (coordinator log)" \
     "! grep -E 'junction (worker|backfill): (ERROR|PANIC)' '$W/citus/coord/server.log' | grep -v 'terminating' | grep -q ."
 grep -E 'junction (worker|backfill): (ERROR|PANIC)' "$W/citus/coord/server.log" | head -5
+echo "       transient errors the workers rolled back and retried: $(grep -c 'rolled back and is retried' "$W/citus/coord/server.log")"
+grep 'rolled back and is retried' "$W/citus/coord/server.log" | head -3
 echo "$CHECKS_PASSED passed, $CHECKS_FAILED failed"
 [ $CHECKS_FAILED -eq 0 ]

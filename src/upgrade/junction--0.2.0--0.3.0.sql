@@ -4188,6 +4188,20 @@ DECLARE
     lab_crit   junction.typing_item[];
     sense      junction.typing_item[];
     lab_jobs   junction.typing_item[];
+    -- the classified deliveries, a column each (ordered by inbox id)
+    c_svix     text[];
+    c_inbox    bigint[];
+    c_event    text[];
+    c_user     uuid[];
+    c_client   text[];
+    c_team     uuid[];
+    c_provider text[];
+    c_resource text[];
+    c_received timestamptz[];
+    c_payload  jsonb[];
+    c_family   text[];
+    c_obj      jsonb[];
+    fresh      text[];             -- the svix ids of the events inserted (the new deliveries)
 BEGIN
     IF cardinality(ids) IS DISTINCT FROM cardinality(svix_ids) THEN
         RAISE EXCEPTION '_apply_deliveries: % inbox ids but % svix ids',
@@ -4198,19 +4212,35 @@ BEGIN
         RAISE EXCEPTION '_apply_deliveries: null inbox id or svix id' USING ERRCODE = '22004';
     END IF;
 
-    -- Parse, validate and classify each delivery once, insert the events, collect the new ones.
-    WITH classified AS MATERIALIZED (
-        SELECT * FROM junction._classify_deliveries(ids, svix_ids)
-    ), inserted AS (
+    -- Parse, validate and classify each delivery once, into arrays: on Citus a CTE over the
+    -- classified rows (payloads included) was written to an intermediate result and read back
+    -- for each statement that used it.
+    SELECT array_agg(c.svix_id ORDER BY c.inbox_id), array_agg(c.inbox_id ORDER BY c.inbox_id),
+           array_agg(c.event_type ORDER BY c.inbox_id), array_agg(c.user_id ORDER BY c.inbox_id),
+           array_agg(c.client_user_id ORDER BY c.inbox_id), array_agg(c.team_id ORDER BY c.inbox_id),
+           array_agg(c.provider ORDER BY c.inbox_id), array_agg(c.resource ORDER BY c.inbox_id),
+           array_agg(c.received_at ORDER BY c.inbox_id), array_agg(c.payload ORDER BY c.inbox_id),
+           array_agg(c.family ORDER BY c.inbox_id), array_agg(c.obj ORDER BY c.inbox_id)
+      INTO c_svix, c_inbox, c_event, c_user, c_client, c_team, c_provider, c_resource, c_received,
+           c_payload, c_family, c_obj
+    FROM junction._classify_deliveries(ids, svix_ids) AS c;
+
+    -- Insert the events; the ones inserted (not redeliveries) are the new ones.
+    WITH inserted AS (
         INSERT INTO junction.events AS ev
             (svix_id, inbox_id, event_type, user_id, client_user_id, team_id, provider, resource,
              received_at, payload)
         SELECT c.svix_id, c.inbox_id, c.event_type, c.user_id, c.client_user_id, c.team_id,
                c.provider, c.resource, c.received_at, c.payload
-        FROM classified AS c
+        FROM unnest(c_svix, c_inbox, c_event, c_user, c_client, c_team, c_provider, c_resource,
+                    c_received, c_payload)
+             AS c(svix_id, inbox_id, event_type, user_id, client_user_id, team_id, provider, resource,
+                  received_at, payload)
         ON CONFLICT (user_id, svix_id) DO NOTHING
         RETURNING ev.svix_id
     )
+    SELECT array_agg(i.svix_id) INTO fresh FROM inserted AS i;
+
     SELECT count(*),
            array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'summary'),
            array_agg(c.item ORDER BY c.inbox_id) FILTER (WHERE c.family = 'timeseries'),
@@ -4226,8 +4256,9 @@ BEGIN
            lab_jobs
     FROM (SELECT cl.inbox_id, cl.family,
                  ROW(cl.inbox_id, cl.user_id, cl.resource, cl.event_type, cl.received_at, cl.obj)::junction.typing_item AS item
-          FROM classified AS cl
-          JOIN inserted AS ins ON ins.svix_id = cl.svix_id) AS c;
+          FROM unnest(c_svix, c_inbox, c_family, c_user, c_resource, c_event, c_received, c_obj)
+               AS cl(svix_id, inbox_id, family, user_id, resource, event_type, received_at, obj)
+          JOIN unnest(fresh) AS f(svix_id) ON f.svix_id = cl.svix_id) AS c;
 
     -- Type the new events: one statement per target table.
     IF summaries IS NOT NULL THEN PERFORM junction._upsert_summaries(summaries); END IF;
