@@ -10,7 +10,9 @@
 #   3. junction_sync, junction_sync_all and junction_refresh_connections from the mock API into the
 #      distributed tables (equal to single node);
 #   4. a historical event followed up by the backfill worker (first-backfill fast path);
-#   5. kill -9 of the worker mid-drain: nothing lost, nothing applied twice.
+#   5. kill -9 of the worker mid-drain: nothing lost, nothing applied twice;
+#   6. a worker node stopped mid-drain: the batch is retried, not quarantined, and drained once
+#      the node is back.
 set -uo pipefail
 . "$(dirname "$0")/lib_fault.sh"
 . "$ROOT/test/lib_citus.sh"
@@ -296,6 +298,30 @@ typed_fp() { $1 -c "SELECT tbl || ':' || nrows || ':' || md5 FROM jx_typed_finge
 typed_fp c > "$W/kill.c"; typed_fp s > "$W/kill.s"
 diff "$W/kill.s" "$W/kill.c"
 check "after the crashes the typed tables equal single node ($(wc -l < "$W/kill.c") tables)" "diff -q '$W/kill.s' '$W/kill.c' >/dev/null && [ \$(wc -l < '$W/kill.c') -eq 7 ]"
+
+# ---- 6. a worker node down mid-drain: the batch is rolled back and retried, none quarantined ----
+q0=$(c -c "SELECT count(*) FROM junction.inbox WHERE status = 'quarantined'")
+pid0=$(c -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'junction worker'" | head -1)
+m0=$(c -c "SELECT max(id) FROM junction.inbox")
+# (a connection error's message runs over lines: the SQLSTATE ends the last one)
+lost_conn() { grep -A3 'an inbox batch was rolled back and is retried in' "$W/citus/coord/server.log" | grep -c '(SQLSTATE 08'; }
+n0=$(lost_conn)
+(cd / && runuser -u postgres -- $PG_BIN/pg_ctl -D "$W/citus/w2/data" -m fast -w stop >/dev/null)
+c -c "INSERT INTO junction.inbox (headers, body) SELECT d.headers, d.body FROM generate_series(5000, 5199) i,
+        LATERAL jx_test_delivery(i, '$SECRET', extract(epoch FROM now())::bigint) d" >/dev/null
+check "a worker node down: the inbox worker retries the batch (a LOG line with a class-08 SQLSTATE, deadline 60 s)" \
+    "wait_for 60 '[ \$(lost_conn) -gt $n0 ]'"
+grep -A3 'an inbox batch was rolled back and is retried in' "$W/citus/coord/server.log" | grep -B3 '(SQLSTATE 08' | tail -4
+check "... and quarantines none of its deliveries: all 200 still pending" \
+    "[ \"\$(c -c \"SELECT count(*) FROM junction.inbox WHERE status = 'quarantined'\")\" = '$q0' ] &&
+     [ \"\$(c -c \"SELECT count(*) FROM junction.inbox WHERE status = 'pending'\")\" = 200 ]"
+(cd / && runuser -u postgres -- $PG_BIN/pg_ctl -D "$W/citus/w2/data" -l "$W/citus/w2/server.log" -w start >/dev/null)
+check "the node back, the same worker process drains them: one event per distinct svix id (deadline 120 s)" \
+    "wait_for 120 'drained c' &&
+     [ \"\$(c -c \"SELECT count(*) FROM junction.events WHERE svix_id IN (SELECT headers ->> 'svix-id' FROM junction.inbox WHERE id > $m0)\")\" = \
+       \"\$(c -c \"SELECT count(DISTINCT headers ->> 'svix-id') FROM junction.inbox WHERE id > $m0 AND status = 'processed'\")\" ] &&
+     [ \"\$(c -c \"SELECT count(*) FROM junction.inbox WHERE id > $m0 AND status = 'processed'\")\" = 200 ] &&
+     [ \"\$(c -c \"SELECT pid FROM pg_stat_activity WHERE backend_type = 'junction worker'\" | head -1)\" = '$pid0' ]"
 check "no junction worker error other than the kills (coordinator log)" \
     "! grep -E 'junction (worker|backfill): (ERROR|PANIC)' '$W/citus/coord/server.log' | grep -v 'terminating' | grep -q ."
 grep -E 'junction (worker|backfill): (ERROR|PANIC)' "$W/citus/coord/server.log" | head -5
