@@ -229,11 +229,12 @@ junction_backfill_main(Datum arg)
 	{
 		char	   *volatile job = NULL;
 
-		junction_bgw_check_interrupts();
 		MemoryContextReset(loop_cxt);
 		junction_bgw_heartbeat(0, 0);
 		PG_TRY();
 		{
+			/* in here, so that a cancel while idle is caught like any other */
+			junction_bgw_check_interrupts();
 			if (!reset_done)
 				reset_done = backfill_reset_running();
 			if (reset_done)
@@ -243,7 +244,7 @@ junction_backfill_main(Datum arg)
 		PG_CATCH();
 		{
 			/* a transient error in the claim: roll back, pause, claim again */
-			junction_bgw_retry_or_rethrow(loop_cxt, "a backfill claim", ++failures);
+			junction_bgw_retry_or_rethrow(loop_cxt, "a backfill claim (or the idle wait)", ++failures);
 			job = NULL;
 		}
 		PG_END_TRY();

@@ -149,6 +149,9 @@ retry_pause(int ms)
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 left, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		/* a cancel during the pause finds nothing to cancel: it is dropped, not raised here
+		 * (outside the caller's PG_TRY it would end the worker) */
+		QueryCancelPending = false;
 		junction_bgw_check_interrupts();
 	}
 }

@@ -166,10 +166,12 @@ junction_worker_main(Datum arg)
 	{
 		volatile bool more = false;
 
-		junction_bgw_check_interrupts();
 		MemoryContextSwitchTo(loop_cxt);
 		PG_TRY();
 		{
+			/* in here, so that a cancel while idle is caught like any other */
+			round_what = "the worker's idle wait";
+			junction_bgw_check_interrupts();
 			more = worker_round(&ext_oid_seen, &last_daily, &last_trim);
 			failures = 0;
 		}

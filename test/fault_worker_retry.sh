@@ -5,7 +5,8 @@
 #      while the session waits on the worker's lock on junction.events (40P01);
 #   2. a cancel (57014, which is also how Citus ends the victim of a distributed
 #      deadlock) while the batch waits on a lock;
-#   3. a cancel of junction.daily's recomputation (the flush after a batch).
+#   3. a cancel of junction.daily's recomputation (the flush after a batch);
+#   0. (first) a cancel of the idle worker.
 # Each time: one LOG line naming the work and the SQLSTATE, no ERROR, the same
 # worker process throughout, and in the end every delivery typed once and the
 # typed tables equal to a clean run.
@@ -27,6 +28,12 @@ retry_lines() { grep -c "junction: $1 was rolled back and is retried in [0-9]* m
 wait_for 30 '[ -n "$(worker_pid)" ]'
 PID0=$(worker_pid)
 echo "       worker pid $PID0"
+
+# ---- 0. a cancel of the idle worker (it used to end the worker: the cancel was raised outside
+# any handler) ----
+q -c "SELECT pg_cancel_backend($PID0)" >/dev/null
+check "a cancel of the idle worker is caught: a LOG line, the worker goes on" \
+    "wait_for 10 '[ \$(retry_lines \"the worker.s idle wait\" 57014) -ge 1 ]' && sleep 0.5 && [ \"\$(worker_pid)\" = '$PID0' ]"
 
 # ---- 1. a deadlock ----
 # the session takes junction.samples, waits (in SQL) until the worker waits on it, then asks for
