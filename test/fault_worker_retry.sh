@@ -66,11 +66,13 @@ check "the deadlock happened and the session went on (the worker was the victim)
 grep "rolled back and is retried" "$LOG" | tail -1
 check "after the deadlock the worker drained the batch (deadline 60 s)" "wait_drained junction_fault 60"
 
-# ---- 2. a cancel while the batch waits on a lock ----
-q > "$W/cancel.out" 2>&1 <<'SQL' &
+# A session takes tbl, cancels the worker once it waits on that lock, and lets go; meanwhile the
+# deliveries [from, to) arrive.  The session's output goes to out.
+cancel_while_waiting() {  # tbl, out, from, to
+    q > "$2" 2>&1 <<SQL &
 BEGIN;
-LOCK TABLE junction.samples IN SHARE MODE;
-DO $$
+LOCK TABLE junction.$1 IN SHARE MODE;
+DO \$\$
 DECLARE canceled boolean := false;
 BEGIN
   FOR i IN 1..1200 LOOP
@@ -81,43 +83,25 @@ BEGIN
     PERFORM pg_sleep(0.05);
   END LOOP;
   RAISE NOTICE 'canceled the worker: %', coalesce(canceled, false);
-END $$;
+END \$\$;
 SELECT pg_sleep(0.5);
 COMMIT;
 SQL
-sess=$!
-wait_for 30 "session_holds samples ShareLock"
-load_chunks junction_fault 500 1000
-wait $sess
-cat "$W/cancel.out"
+    local sess=$!
+    wait_for 30 "session_holds $1 ShareLock"
+    load_chunks junction_fault "$3" "$4"
+    wait $sess
+    cat "$2"
+}
+
+# ---- 2. a cancel while the batch waits on a lock ----
+cancel_while_waiting samples "$W/cancel.out" 500 1000
 check "a cancel of the waiting batch is rolled back and retried" \
     "grep -q 'canceled the worker: t' '$W/cancel.out' && [ \$(retry_lines 'an inbox batch' 57014) -ge 1 ]"
 check "after the cancel the worker drained the batch (deadline 60 s)" "wait_drained junction_fault 60"
 
 # ---- 3. a cancel of junction.daily's recomputation ----
-q > "$W/daily.out" 2>&1 <<'SQL' &
-BEGIN;
-LOCK TABLE junction.daily_parts IN SHARE MODE;
-DO $$
-DECLARE canceled boolean := false;
-BEGIN
-  FOR i IN 1..1200 LOOP
-    PERFORM pg_stat_clear_snapshot();
-    SELECT pg_cancel_backend(pid) INTO canceled FROM pg_stat_activity
-     WHERE backend_type = 'junction worker' AND wait_event_type = 'Lock';
-    EXIT WHEN canceled;
-    PERFORM pg_sleep(0.05);
-  END LOOP;
-  RAISE NOTICE 'canceled the worker: %', coalesce(canceled, false);
-END $$;
-SELECT pg_sleep(0.5);
-COMMIT;
-SQL
-sess=$!
-wait_for 30 "session_holds daily_parts ShareLock"
-load_chunks junction_fault 1000 1500
-wait $sess
-cat "$W/daily.out"
+cancel_while_waiting daily_parts "$W/daily.out" 1000 1500
 check "a cancel of junction.daily's recomputation is rolled back and retried" \
     "grep -q 'canceled the worker: t' '$W/daily.out' && [ \$(retry_lines 'a junction.daily recomputation' 57014) -ge 1 ]"
 check "the cancel's log line carries the hint naming Citus' deadlock victims" \
