@@ -224,6 +224,16 @@ check "junction_sync: the same rows as single node" "[ \"\$(cat $W/sync.c)\" = \
 check "junction_sync: the summaries equal single node" \
     "[ \"\$(c -c \"SELECT md5(string_agg((to_jsonb(t) - 'received_seq')::text, '|' ORDER BY id)) FROM junction.sleep t WHERE user_id = '$A'\")\" = \
        \"\$(s -c \"SELECT md5(string_agg((to_jsonb(t) - 'received_seq')::text, '|' ORDER BY id)) FROM junction.sleep t WHERE user_id = '$A'\")\" ]"
+# junction.daily as junction_sync left it (recomputed once per resource, on the user's shard):
+# the same days as single node, and as a rebuild of the user's days from the samples
+DAILY_A="SELECT count(*) || ' ' || md5(string_agg(concat_ws(',', calendar_date, metric, value, unit, provider, source_type, candidates), '|' ORDER BY calendar_date, metric)) FROM junction.daily WHERE user_id = '$A'"
+PARTS_A="SELECT md5(string_agg(concat_ws(',', resource, hour, calendar_date, provider, source_type, part, n, sum, min, max, last_value), '|' ORDER BY resource, hour, calendar_date, provider, source_type, part)) FROM junction.daily_parts WHERE user_id = '$A'"
+c -c "$DAILY_A" > "$W/daily_a.c"; s -c "$DAILY_A" > "$W/daily_a.s"
+c -c "$PARTS_A" > "$W/parts_a.c"; s -c "$PARTS_A" > "$W/parts_a.s"
+c -c "SELECT junction_rebuild_daily('$A')" > /dev/null
+check "junction_sync: junction.daily of the synced user equals single node ($(cut -d' ' -f1 "$W/daily_a.c") rows) and a rebuild" \
+    "[ \$(cut -d' ' -f1 '$W/daily_a.c') -gt 0 ] && diff '$W/daily_a.s' '$W/daily_a.c' && diff '$W/parts_a.s' '$W/parts_a.c' &&
+     [ \"\$(c -c \"$DAILY_A\")\" = \"\$(cat '$W/daily_a.c')\" ] && [ \"\$(c -c \"$PARTS_A\")\" = \"\$(cat '$W/parts_a.c')\" ]"
 # the same connected users on both (the corpus' connection events): the same users synced, each
 # without error (the row counts follow now(): the two calls' windows differ by a few seconds)
 retry_deadlock "$W/syncall.c" c -c 'SELECT user_id, rows_loaded > 0, error FROM junction_sync_all(1, false) ORDER BY 1'

@@ -354,16 +354,17 @@ COMMENT ON FUNCTION junction._sample_rows(junction.typing_item[], jsonb) IS
 -- range, checked beforehand) and that handles unique_violation by loading again with true: a plain
 -- INSERT costs about half of INSERT ... ON CONFLICT, and junction._insert_new_samples (the bulk
 -- loader, where junction._samples_bulk_ok()) less again.
-CREATE FUNCTION junction._upsert_samples(items junction.typing_item[], conflicts boolean DEFAULT true)
-RETURNS bigint
+-- Returns the rows written (n) and, unless junction.daily = off, the (user, resource, UTC hour)
+-- they are in (hours): the caller passes those to junction._daily_touch, once per call
+-- (junction._upsert_samples) or once for all the pages of a range (junction._sync_timeseries).
+CREATE FUNCTION junction._load_samples(items junction.typing_item[], conflicts boolean,
+                                       OUT n bigint, OUT hours junction.daily_hour[])
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET timezone = 'UTC'
 AS $fn$
 DECLARE
     bad   text;
-    n     bigint;
-    hours junction.daily_hour[];
     kinds jsonb;
     typed junction.samples[];
 BEGIN
@@ -391,12 +392,12 @@ BEGIN
         ELSIF junction._samples_bulk_ok() THEN
             SELECT coalesce(sum(h.n), 0) INTO n
             FROM junction._insert_new_samples(ARRAY(SELECT g FROM junction._sample_groups(items, kinds) AS g)) AS h;
-            RETURN n;
+            RETURN;
         ELSE
             INSERT INTO junction.samples SELECT * FROM junction._sample_rows(items, kinds);
         END IF;
         GET DIAGNOSTICS n = ROW_COUNT;
-        RETURN n;
+        RETURN;
     END IF;
 
     -- The same statements, and the hours of their rows: junction.daily_parts recomputes those
@@ -443,8 +444,24 @@ BEGIN
               FROM w GROUP BY 1, 2, 3) AS h;
         n := coalesce(n, 0);
     END IF;
-    PERFORM junction._daily_touch(hours, NULL);
-    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._load_samples(junction.typing_item[], boolean) IS
+  'upsert timeseries groups ({source, data[]}) into junction.samples (the latest received wins per sample key; conflicts = false: plain INSERT of keys known to be new); returns the rows written and the hours they are in, for junction._daily_touch';
+
+-- One page of samples: loaded, and its hours of junction.daily recomputed (or queued).
+CREATE FUNCTION junction._upsert_samples(items junction.typing_item[], conflicts boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    loaded record;
+BEGIN
+    SELECT l.n, l.hours INTO loaded FROM junction._load_samples(items, conflicts) AS l;
+    PERFORM junction._daily_touch(loaded.hours, NULL);
+    RETURN loaded.n;
 END
 $fn$;
 COMMENT ON FUNCTION junction._upsert_samples(junction.typing_item[], boolean) IS

@@ -590,6 +590,14 @@ DECLARE
     mp_resource text[];
     mp_part     text[];
     mp_pick     boolean[];
+    -- the hours' users, locked in order
+    users       uuid[];
+    -- on Citus, the same users: the statements below name them, so that they run on those users'
+    -- shards only (one shard for junction_sync's hours, all of them for a busy batch's). Null on
+    -- one node, where the planner would read all of a user's rows once and filter them against
+    -- every hour (without statistics, a first load: 15 -> 37 ms for 240 hours) instead of
+    -- scanning each hour's range of the key
+    shard_users uuid[];
 BEGIN
     SELECT array_agg(m.resource), array_agg(m.part), array_agg(m.pick)
       INTO mp_resource, mp_part, mp_pick
@@ -598,13 +606,14 @@ BEGIN
     IF hours IS NULL OR cardinality(hours) = 0 THEN
         RETURN NULL;
     END IF;
+    users := ARRAY(SELECT DISTINCT h.user_id FROM unnest(hours) AS h WHERE h.user_id IS NOT NULL ORDER BY 1);
     IF EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
         -- local to the call: the SET clauses above restore the caller's values when it returns
         PERFORM pg_catalog.set_config('enable_hashjoin', 'on', true),
                 pg_catalog.set_config('enable_mergejoin', 'on', true);
+        shard_users := users;
     END IF;
-    PERFORM pg_advisory_xact_lock(1785688929, hashtext(u.user_id::text))
-    FROM (SELECT DISTINCT h.user_id FROM unnest(hours) AS h WHERE h.user_id IS NOT NULL ORDER BY 1) AS u;
+    PERFORM pg_advisory_xact_lock(1785688929, hashtext(u.user_id::text)) FROM unnest(users) AS u(user_id);
     -- the hours' rows, recomputed: changed ones updated in place (a HOT update: no indexed column
     -- changes), new ones inserted; unchanged ones left alone, and their days with them
     WITH i AS (
@@ -612,7 +621,7 @@ BEGIN
             (user_id, resource, hour, calendar_date, provider, source_type, part, n, sum, min, max, last_value)
         SELECT g.user_id, g.resource, g.hour, g.calendar_date, g.provider, g.source_type, g.part, g.n, g.sum, g.min,
                g.max, g.last_value
-        FROM (SELECT h.user_id, h.resource COLLATE "C" AS resource, h.hour, s.calendar_date,
+        FROM (SELECT s.user_id, h.resource COLLATE "C" AS resource, h.hour, s.calendar_date,
                      s.provider COLLATE "C" AS provider, s.source_type COLLATE "C" AS source_type,
                      h.part COLLATE "C" AS part,
                      -- summed in key order: a float sum depends on the order of its terms, and
@@ -631,14 +640,19 @@ BEGIN
               CROSS JOIN LATERAL (
                   SELECT coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date AS calendar_date,
                          s.provider, s.source_type, junction._daily_part_value(h.part, s.type, s.value, s.extra) AS value,
-                         s.time, s.type, s.workout_id
+                         s.time, s.type, s.workout_id, s.user_id
                   FROM junction.samples AS s
-                  WHERE s.user_id = h.user_id AND s.resource = h.resource
+                  WHERE s.user_id = h.user_id AND (shard_users IS NULL OR s.user_id = ANY (shard_users))
+                    AND s.resource = h.resource
                     AND s.time >= h.hour AND s.time < h.hour + interval '1 hour'
+                    -- the same hours as an equality: a shard that hashes the hours against its
+                    -- samples (on Citus) matches each sample to one hour, not every hour of its
+                    -- user to every sample
+                    AND date_trunc('hour', s.time, 'UTC') = h.hour
                   ) AS s
               WHERE s.value IS NOT NULL
               -- "C": grouping sorts by byte, not by the database's collation
-              GROUP BY h.user_id, h.resource COLLATE "C", h.hour, s.calendar_date, s.provider COLLATE "C",
+              GROUP BY s.user_id, h.resource COLLATE "C", h.hour, s.calendar_date, s.provider COLLATE "C",
                        s.source_type COLLATE "C", h.part COLLATE "C") AS g
         ORDER BY 1, 2, 3, 4, 5, 6, 7
         ON CONFLICT (user_id, resource, hour, calendar_date, provider, source_type, part) DO UPDATE
@@ -654,7 +668,8 @@ BEGIN
     WITH d AS (
         DELETE FROM junction.daily_parts AS p
         USING (SELECT DISTINCT h.user_id, h.resource, h.hour FROM unnest(hours) AS h) AS h
-        WHERE p.user_id = h.user_id AND p.resource = h.resource AND p.hour = h.hour
+        WHERE p.user_id = h.user_id AND (shard_users IS NULL OR p.user_id = ANY (shard_users))
+          AND p.resource = h.resource AND p.hour = h.hour
           AND NOT EXISTS (SELECT FROM junction.samples AS s
                           WHERE s.user_id = p.user_id AND s.resource = p.resource
                             AND s.time >= p.hour AND s.time < p.hour + interval '1 hour'
@@ -794,7 +809,7 @@ BEGIN
     DELETE FROM junction.daily_parts AS p WHERE p.user_id = uid;
     INSERT INTO junction.daily_parts AS p
         (user_id, resource, hour, calendar_date, provider, source_type, part, n, sum, min, max, last_value)
-    SELECT s.user_id, s.resource, date_trunc('hour', s.time), coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
+    SELECT s.user_id, s.resource, date_trunc('hour', s.time, 'UTC'), coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
            s.provider, s.source_type, s.part, count(*), sum(s.value ORDER BY s.time, s.type, s.workout_id),
            min(s.value), max(s.value),
            (array_agg(s.value ORDER BY s.time DESC, s.type DESC, s.workout_id DESC)
@@ -808,7 +823,7 @@ BEGIN
           WHERE s.user_id = uid
           OFFSET 0) AS s
     WHERE s.value IS NOT NULL
-    GROUP BY s.user_id, s.resource, date_trunc('hour', s.time), coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
+    GROUP BY s.user_id, s.resource, date_trunc('hour', s.time, 'UTC'), coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
              s.provider, s.source_type, s.part;
     FOR res IN SELECT DISTINCT r.name, r.kind, r.table_name
                FROM junction.resources AS r

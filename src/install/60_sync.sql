@@ -76,6 +76,10 @@ COMMENT ON FUNCTION junction._load_workout_stream(uuid, uuid) IS
 
 -- All pages of one timeseries resource over a range into junction.samples; conflicts as for
 -- junction._upsert_samples. Returns the rows written.
+-- junction.daily is recomputed once, for the hours of every page, after the last page: not page
+-- by page (on Citus each recomputation is a few distributed statements, each planned, run on the
+-- shards and committed on every worker). The user's junction.daily turn is taken then, after
+-- the samples are written, as junction._daily_flush takes it after the batches it recomputes.
 CREATE FUNCTION junction._sync_timeseries(res junction.resources, user_id uuid, start_date timestamptz,
                                           end_date timestamptz, provider text, conflicts boolean)
 RETURNS bigint
@@ -87,6 +91,8 @@ DECLARE
     items  junction.typing_item[];
     nc     text;
     total  bigint := 0;
+    loaded record;
+    hours  junction.daily_hour[] := '{}';
 BEGIN
     LOOP
         SELECT t.groups, t.next_cursor INTO groups, nc
@@ -94,10 +100,13 @@ BEGIN
                                        NOT conflicts AND junction._samples_bulk_ok()) AS t;
         items := junction._page_items(user_id, res.name, groups);
         IF items IS NOT NULL THEN
-            total := total + junction._upsert_samples(items, conflicts);
+            SELECT l.n, l.hours INTO loaded FROM junction._load_samples(items, conflicts) AS l;
+            total := total + loaded.n;
+            hours := hours || coalesce(loaded.hours, '{}');
         END IF;
         EXIT WHEN nc IS NULL;
     END LOOP;
+    PERFORM junction._daily_touch(hours, NULL);
     RETURN total;
 END
 $$;

@@ -5098,5 +5098,351 @@ REVOKE ALL ON FUNCTION junction._distribution_plan() FROM PUBLIC;
 REVOKE ALL ON FUNCTION junction_distribute(integer) FROM PUBLIC;
 
 
+-- ---------------------------------------------------------------------------------------------
+-- junction_sync on Citus: junction.daily recomputed once per resource (not page by page), by
+-- statements that run on the hours' users' shards; its hours in UTC whatever a node's timezone
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION junction._load_samples(items junction.typing_item[], conflicts boolean,
+                                       OUT n bigint, OUT hours junction.daily_hour[])
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    bad   text;
+    kinds jsonb;
+    typed junction.samples[];
+BEGIN
+    SELECT coalesce(quote_literal(i.resource), 'NULL') INTO bad
+    FROM unnest(items) AS i
+    WHERE NOT EXISTS (SELECT FROM junction.resources AS r
+                      WHERE r.name = i.resource AND r.kind = 'timeseries')
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'not a timeseries resource: %', bad USING ERRCODE = '22023';
+    END IF;
+    SELECT jsonb_object_agg(r.name, r.value_kind) INTO kinds
+    FROM junction.resources AS r
+    WHERE r.name IN (SELECT DISTINCT i.resource FROM unnest(items) AS i);
+
+    IF NOT junction._daily_enabled() THEN
+        IF conflicts THEN
+            INSERT INTO junction.samples AS t
+            SELECT * FROM junction._sample_rows(items, kinds)
+            ON CONFLICT (user_id, resource, time, provider, source_type, type, workout_id) DO UPDATE
+            SET time_end = excluded.time_end, value = excluded.value, unit = excluded.unit,
+                timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
+                floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
+            WHERE excluded.received_seq > t.received_seq;
+        ELSIF junction._samples_bulk_ok() THEN
+            SELECT coalesce(sum(h.n), 0) INTO n
+            FROM junction._insert_new_samples(ARRAY(SELECT g FROM junction._sample_groups(items, kinds) AS g)) AS h;
+            RETURN;
+        ELSE
+            INSERT INTO junction.samples SELECT * FROM junction._sample_rows(items, kinds);
+        END IF;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        RETURN;
+    END IF;
+
+    -- The same statements, and the hours of their rows: junction.daily_parts recomputes those
+    -- hours, junction.daily the days they were and are on (38_daily.sql).
+    IF conflicts THEN
+        -- The rows are typed once into an array, upserted from it, and their hours read from it,
+        -- not returned by the INSERT: on Citus the upsert with RETURNING (in a WITH) took about
+        -- twice as long as without (200 against 100 ms for a batch's 5,400 samples, 4 shards;
+        -- the drain 0.39 -> 0.47 of single node); on one node the two cost the same. The hours
+        -- of rows the ON CONFLICT left alone (stale redeliveries) are recomputed too, unchanged.
+        typed := ARRAY(SELECT s FROM junction._sample_rows(items, kinds) AS s);
+        INSERT INTO junction.samples AS t
+        SELECT * FROM unnest(typed)
+        ON CONFLICT (user_id, resource, time, provider, source_type, type, workout_id) DO UPDATE
+        SET time_end = excluded.time_end, value = excluded.value, unit = excluded.unit,
+            timezone_offset = excluded.timezone_offset, local_time = excluded.local_time,
+            floating = excluded.floating, extra = excluded.extra, received_seq = excluded.received_seq
+        WHERE excluded.received_seq > t.received_seq;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        SELECT array_agg(ROW(h.user_id, h.resource, h.hour)::junction.daily_hour) INTO hours
+        FROM (SELECT DISTINCT r.user_id, r.resource, date_trunc('hour', r.time) AS hour
+              FROM unnest(typed) AS r
+              WHERE r.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm)) AS h;
+    ELSIF junction._samples_bulk_ok() THEN
+        SELECT sum(h.n), array_agg(ROW(h.user_id, h.resource, h.hour)::junction.daily_hour)
+                           FILTER (WHERE h.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
+          INTO n, hours
+        FROM junction._insert_new_samples(ARRAY(SELECT g FROM junction._sample_groups(items, kinds) AS g)) AS h;
+        n := coalesce(n, 0);
+    ELSE
+        -- A plain INSERT keeps its RETURNING (the first-backfill fast path on Citus): without it
+        -- Citus sends the rows to the shards by COPY, and fault_citus's race of the fast path
+        -- against a concurrent load of the same keys no longer ended in the unique_violation
+        -- the fallback reloads on (2 runs of 2).
+        WITH w AS (
+            INSERT INTO junction.samples AS t
+            SELECT * FROM junction._sample_rows(items, kinds)
+            RETURNING t.user_id, t.resource, t.time
+        )
+        SELECT sum(h.n), array_agg(ROW(h.user_id, h.resource, h.hour)::junction.daily_hour)
+                           FILTER (WHERE h.resource IN (SELECT dm.resource FROM junction.daily_metrics AS dm))
+          INTO n, hours
+        FROM (SELECT w.user_id, w.resource, date_trunc('hour', w.time) AS hour, count(*) AS n
+              FROM w GROUP BY 1, 2, 3) AS h;
+        n := coalesce(n, 0);
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION junction._load_samples(junction.typing_item[], boolean) IS
+  'upsert timeseries groups ({source, data[]}) into junction.samples (the latest received wins per sample key; conflicts = false: plain INSERT of keys known to be new); returns the rows written and the hours they are in, for junction._daily_touch';
+
+CREATE OR REPLACE FUNCTION junction._upsert_samples(items junction.typing_item[], conflicts boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+DECLARE
+    loaded record;
+BEGIN
+    SELECT l.n, l.hours INTO loaded FROM junction._load_samples(items, conflicts) AS l;
+    PERFORM junction._daily_touch(loaded.hours, NULL);
+    RETURN loaded.n;
+END
+$fn$;
+COMMENT ON FUNCTION junction._upsert_samples(junction.typing_item[], boolean) IS
+  'upsert timeseries groups ({source, data[]}) into junction.samples; the latest received wins per sample key (conflicts = false: plain INSERT of keys known to be new); recomputes the junction.daily days they touch';
+
+CREATE OR REPLACE FUNCTION junction._daily_parts_refresh(hours junction.daily_hour[])
+RETURNS junction.daily_key[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+-- Each hour is one range scan of the samples' key, whatever the statistics say: with one user's
+-- rows making up most of the table (a first backfill, a small team) the planner otherwise hashes
+-- the hours against a sequential scan of junction.samples, every page, and a 90-day backfill that
+-- takes 2 s here took 95 s. On Citus the shards plan their own part (with their own settings), and
+-- the coordinator's part is left to the planner: the setting is put back for the call.
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $fn$
+DECLARE
+    gone  junction.daily_key[];
+    fresh junction.daily_key[];
+    -- the parts the metrics read, and whether one picks the last value: read here, not joined in
+    -- the statement below (on Citus the registry is local to the coordinator, the samples are not)
+    mp_resource text[];
+    mp_part     text[];
+    mp_pick     boolean[];
+    -- the hours' users, locked in order
+    users       uuid[];
+    -- on Citus, the same users: the statements below name them, so that they run on those users'
+    -- shards only (one shard for junction_sync's hours, all of them for a busy batch's). Null on
+    -- one node, where the planner would read all of a user's rows once and filter them against
+    -- every hour (without statistics, a first load: 15 -> 37 ms for 240 hours) instead of
+    -- scanning each hour's range of the key
+    shard_users uuid[];
+BEGIN
+    SELECT array_agg(m.resource), array_agg(m.part), array_agg(m.pick)
+      INTO mp_resource, mp_part, mp_pick
+    FROM (SELECT dm.resource, dm.part, bool_or(dm.aggregate = 'pick') AS pick
+          FROM junction.daily_metrics AS dm GROUP BY dm.resource, dm.part) AS m;
+    IF hours IS NULL OR cardinality(hours) = 0 THEN
+        RETURN NULL;
+    END IF;
+    users := ARRAY(SELECT DISTINCT h.user_id FROM unnest(hours) AS h WHERE h.user_id IS NOT NULL ORDER BY 1);
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
+        -- local to the call: the SET clauses above restore the caller's values when it returns
+        PERFORM pg_catalog.set_config('enable_hashjoin', 'on', true),
+                pg_catalog.set_config('enable_mergejoin', 'on', true);
+        shard_users := users;
+    END IF;
+    PERFORM pg_advisory_xact_lock(1785688929, hashtext(u.user_id::text)) FROM unnest(users) AS u(user_id);
+    -- the hours' rows, recomputed: changed ones updated in place (a HOT update: no indexed column
+    -- changes), new ones inserted; unchanged ones left alone, and their days with them
+    WITH i AS (
+        INSERT INTO junction.daily_parts AS p
+            (user_id, resource, hour, calendar_date, provider, source_type, part, n, sum, min, max, last_value)
+        SELECT g.user_id, g.resource, g.hour, g.calendar_date, g.provider, g.source_type, g.part, g.n, g.sum, g.min,
+               g.max, g.last_value
+        FROM (SELECT s.user_id, h.resource COLLATE "C" AS resource, h.hour, s.calendar_date,
+                     s.provider COLLATE "C" AS provider, s.source_type COLLATE "C" AS source_type,
+                     h.part COLLATE "C" AS part,
+                     -- summed in key order: a float sum depends on the order of its terms, and
+                     -- the rows arrive in whatever order the plan reads them
+                     count(*) AS n, sum(s.value ORDER BY s.time, s.type, s.workout_id) AS sum,
+                     min(s.value) AS min, max(s.value) AS max,
+                     -- the last value, only for the parts a metric picks it from
+                     (array_agg(s.value ORDER BY s.time DESC, s.type DESC, s.workout_id DESC)
+                        FILTER (WHERE h.pick))[1] AS last_value
+              FROM (SELECT DISTINCT h.user_id, h.resource, h.hour, mp.part, mp.pick
+                    FROM unnest(hours) AS h
+                    -- the parts the resource's metrics read (most have one: the samples' value)
+                    JOIN unnest(mp_resource, mp_part, mp_pick) AS mp(resource, part, pick)
+                      ON mp.resource = h.resource) AS h
+              -- one range scan of junction.samples' key per hour
+              CROSS JOIN LATERAL (
+                  SELECT coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date AS calendar_date,
+                         s.provider, s.source_type, junction._daily_part_value(h.part, s.type, s.value, s.extra) AS value,
+                         s.time, s.type, s.workout_id, s.user_id
+                  FROM junction.samples AS s
+                  WHERE s.user_id = h.user_id AND (shard_users IS NULL OR s.user_id = ANY (shard_users))
+                    AND s.resource = h.resource
+                    AND s.time >= h.hour AND s.time < h.hour + interval '1 hour'
+                    -- the same hours as an equality: a shard that hashes the hours against its
+                    -- samples (on Citus) matches each sample to one hour, not every hour of its
+                    -- user to every sample
+                    AND date_trunc('hour', s.time, 'UTC') = h.hour
+                  ) AS s
+              WHERE s.value IS NOT NULL
+              -- "C": grouping sorts by byte, not by the database's collation
+              GROUP BY s.user_id, h.resource COLLATE "C", h.hour, s.calendar_date, s.provider COLLATE "C",
+                       s.source_type COLLATE "C", h.part COLLATE "C") AS g
+        ORDER BY 1, 2, 3, 4, 5, 6, 7
+        ON CONFLICT (user_id, resource, hour, calendar_date, provider, source_type, part) DO UPDATE
+        SET n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max,
+            last_value = excluded.last_value
+        WHERE (p.n, p.sum, p.min, p.max, p.last_value)
+              IS DISTINCT FROM (excluded.n, excluded.sum, excluded.min, excluded.max, excluded.last_value)
+        RETURNING p.user_id, p.calendar_date, p.resource
+    )
+    SELECT array_agg(ROW(x.user_id, x.calendar_date, x.resource)::junction.daily_key) INTO fresh
+    FROM (SELECT DISTINCT i.user_id, i.calendar_date, i.resource FROM i) AS x;
+    -- rows of those hours without a sample left (values gone, or moved to another local day)
+    WITH d AS (
+        DELETE FROM junction.daily_parts AS p
+        USING (SELECT DISTINCT h.user_id, h.resource, h.hour FROM unnest(hours) AS h) AS h
+        WHERE p.user_id = h.user_id AND (shard_users IS NULL OR p.user_id = ANY (shard_users))
+          AND p.resource = h.resource AND p.hour = h.hour
+          AND NOT EXISTS (SELECT FROM junction.samples AS s
+                          WHERE s.user_id = p.user_id AND s.resource = p.resource
+                            AND s.time >= p.hour AND s.time < p.hour + interval '1 hour'
+                            AND s.provider = p.provider AND s.source_type = p.source_type
+                            AND junction._daily_part_value(p.part, s.type, s.value, s.extra) IS NOT NULL
+                            AND coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date = p.calendar_date)
+        RETURNING p.user_id, p.calendar_date, p.resource
+    )
+    SELECT array_agg(ROW(x.user_id, x.calendar_date, x.resource)::junction.daily_key) INTO gone
+    FROM (SELECT DISTINCT d.user_id, d.calendar_date, d.resource FROM d) AS x;
+    RETURN coalesce(gone, '{}'::junction.daily_key[]) || coalesce(fresh, '{}'::junction.daily_key[]);
+END
+$fn$;
+COMMENT ON FUNCTION junction._daily_parts_refresh(junction.daily_hour[]) IS
+  'recompute the junction.daily_parts rows of the given (user, resource, UTC hour) from junction.samples; returns the days they were and are on';
+
+CREATE OR REPLACE FUNCTION junction_rebuild_daily(user_id uuid DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $fn$
+-- The EXECUTEd text names summary tables from the registry (quote_ident); values are passed with USING.
+-- @plpgsql_check_options: security_warnings = off
+DECLARE
+    uid   uuid := user_id;
+    keys  junction.daily_key[] := '{}'::junction.daily_key[];
+    more  junction.daily_key[];
+    res   record;
+    n     bigint;
+    users text;
+    u     uuid;
+BEGIN
+    IF uid IS NULL THEN
+        -- every user, one at a time (each user's days fit in memory, whatever the table sizes)
+        DELETE FROM junction.daily_parts;
+        DELETE FROM junction.daily;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        SELECT string_agg(format('SELECT t.user_id FROM junction.%I AS t', x.table_name), ' UNION ')
+          INTO users
+        FROM (SELECT DISTINCT r.table_name FROM junction.resources AS r
+              JOIN junction.daily_metrics AS m ON m.resource = r.name
+              WHERE r.kind IN ('summary', 'timeseries') ORDER BY 1) AS x;
+        FOR u IN EXECUTE format('SELECT x.user_id FROM (%s) AS x ORDER BY 1', coalesce(users, 'SELECT NULL::uuid WHERE false'))
+        LOOP
+            n := n + @extschema@.junction_rebuild_daily(u);
+        END LOOP;
+        RETURN n;
+    END IF;
+    -- the samples' hours, all of them (as junction._daily_parts_refresh computes them)
+    DELETE FROM junction.daily_parts AS p WHERE p.user_id = uid;
+    INSERT INTO junction.daily_parts AS p
+        (user_id, resource, hour, calendar_date, provider, source_type, part, n, sum, min, max, last_value)
+    SELECT s.user_id, s.resource, date_trunc('hour', s.time, 'UTC'), coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
+           s.provider, s.source_type, s.part, count(*), sum(s.value ORDER BY s.time, s.type, s.workout_id),
+           min(s.value), max(s.value),
+           (array_agg(s.value ORDER BY s.time DESC, s.type DESC, s.workout_id DESC)
+              FILTER (WHERE (s.resource, s.part) IN (SELECT m.resource, m.part FROM junction.daily_metrics AS m
+                                                     WHERE m.aggregate = 'pick')))[1]
+    FROM (SELECT s.user_id, s.resource, s.time, s.local_time, s.provider, s.source_type, s.type, s.workout_id, mp.part,
+                 junction._daily_part_value(mp.part, s.type, s.value, s.extra) AS value
+          FROM junction.samples AS s
+          -- the parts the resource's metrics read
+          JOIN (SELECT DISTINCT m.resource, m.part FROM junction.daily_metrics AS m) AS mp ON mp.resource = s.resource
+          WHERE s.user_id = uid
+          OFFSET 0) AS s
+    WHERE s.value IS NOT NULL
+    GROUP BY s.user_id, s.resource, date_trunc('hour', s.time, 'UTC'), coalesce(s.local_time, s.time AT TIME ZONE 'UTC')::date,
+             s.provider, s.source_type, s.part;
+    FOR res IN SELECT DISTINCT r.name, r.kind, r.table_name
+               FROM junction.resources AS r
+               JOIN junction.daily_metrics AS m ON m.resource = r.name
+               WHERE r.kind IN ('summary', 'timeseries')
+               ORDER BY r.name
+    LOOP
+        IF res.kind = 'summary' THEN
+            EXECUTE format('SELECT array_agg(DISTINCT ROW(t.user_id, t.calendar_date, $2)::junction.daily_key)
+                            FROM junction.%I AS t
+                            WHERE t.calendar_date IS NOT NULL AND t.user_id = $1', res.table_name)
+              INTO more USING uid, res.name;
+        ELSE
+            SELECT array_agg(DISTINCT ROW(p.user_id, p.calendar_date, res.name)::junction.daily_key)
+              INTO more
+            FROM junction.daily_parts AS p
+            WHERE p.resource = res.name AND p.user_id = uid;
+        END IF;
+        keys := keys || coalesce(more, '{}'::junction.daily_key[]);
+    END LOOP;
+    -- days without any candidate left (a metric removed, rows deleted) go too
+    DELETE FROM junction.daily AS d WHERE d.user_id = uid;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n + junction._daily_refresh(keys, true);
+END
+$fn$;
+COMMENT ON FUNCTION junction_rebuild_daily(uuid) IS
+  'recompute junction.daily from the typed tables (every user, or one): after changing junction.source_priorities or junction.daily_metrics; returns rows deleted plus rows written';
+
+CREATE OR REPLACE FUNCTION junction._sync_timeseries(res junction.resources, user_id uuid, start_date timestamptz,
+                                          end_date timestamptz, provider text, conflicts boolean)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    groups jsonb;
+    items  junction.typing_item[];
+    nc     text;
+    total  bigint := 0;
+    loaded record;
+    hours  junction.daily_hour[] := '{}';
+BEGIN
+    LOOP
+        SELECT t.groups, t.next_cursor INTO groups, nc
+        FROM junction._timeseries_page(res, user_id, start_date, end_date, provider, nc,
+                                       NOT conflicts AND junction._samples_bulk_ok()) AS t;
+        items := junction._page_items(user_id, res.name, groups);
+        IF items IS NOT NULL THEN
+            SELECT l.n, l.hours INTO loaded FROM junction._load_samples(items, conflicts) AS l;
+            total := total + loaded.n;
+            hours := hours || coalesce(loaded.hours, '{}');
+        END IF;
+        EXIT WHEN nc IS NULL;
+    END LOOP;
+    PERFORM junction._daily_touch(hours, NULL);
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION junction._sync_timeseries(junction.resources, uuid, timestamptz, timestamptz, text, boolean) IS
+  'fetch every page of one timeseries resource over a range and load it into junction.samples';
+REVOKE ALL ON FUNCTION junction._load_samples(junction.typing_item[], boolean) FROM PUBLIC;
+
+
 -- junction.daily from the data already stored (issue 12's section leaves it to here)
 SELECT junction_rebuild_daily() >= 0 AS daily_built;
