@@ -7,7 +7,7 @@
 #      (junction.daily on, its queue included), deliveries/s; best of ROUNDS, alternating.
 #      Target: Citus >= 0.5 of single node.
 #   2. junction_sync: USERS users x DAYS days of heart rate and steps from the mock API, rows/s.
-#      WORKERS: junction.workers on both (default 1); SHARDS, BATCH: see below.
+#      WORKERS: junction.workers on both (default 1); SHARDS (default 4), BATCH: see below.
 #   3. the coordinator's own share: Svix verification of the same N deliveries in one statement
 #      (junction_webhook_is_valid), deliveries/s — what one coordinator can verify at most,
 #      whatever the number of workers.
@@ -55,9 +55,10 @@ CREATE TABLE d AS SELECT i, x.headers, x.body FROM generate_series(1, $N) i,
   LATERAL jx_test_delivery(i, '$SECRET', extract(epoch FROM now())::bigint) x;
 SQL
 done
-# SHARDS: the shard count (null: citus.shard_count, 32). A batch of deliveries touches most users,
-# so each of its statements runs on most shards: fewer shards, fewer tasks per statement.
-c -c "SELECT count(*) FROM junction_distribute(${SHARDS:-NULL})" >/dev/null
+# SHARDS: the shard count (default 4, what the README's figures use; NULL: citus.shard_count,
+# 32). A batch of deliveries touches most users, so each of its statements runs on most shards:
+# fewer shards, fewer tasks per statement.
+c -c "SELECT count(*) FROM junction_distribute(${SHARDS:-4})" >/dev/null
 
 drain() {  # psql function -> seconds
     $1 -c "TRUNCATE junction.events, junction.samples, junction.activity, junction.sleep, junction.body,
@@ -70,6 +71,8 @@ SQL
 }
 sync_rate() {  # psql function -> "rows seconds"
     $1 -c "TRUNCATE junction.samples, junction.daily, junction.daily_parts" >/dev/null
+    # the drain's dirty pages written out first, as the drain's are: not charged to the sync
+    $1 -c "CHECKPOINT" >/dev/null
     $1 <<SQL
 \set t0 \`date +%s.%N\`
 SELECT sum(r.rows_loaded) AS n FROM generate_series(1, $USERS) u,
