@@ -234,6 +234,32 @@ c -c "SELECT junction_rebuild_daily('$A')" > /dev/null
 check "junction_sync: junction.daily of the synced user equals single node ($(cut -d' ' -f1 "$W/daily_a.c") rows) and a rebuild" \
     "[ \$(cut -d' ' -f1 '$W/daily_a.c') -gt 0 ] && diff '$W/daily_a.s' '$W/daily_a.c' && diff '$W/parts_a.s' '$W/parts_a.c' &&
      [ \"\$(c -c \"$DAILY_A\")\" = \"\$(cat '$W/daily_a.c')\" ] && [ \"\$(c -c \"$PARTS_A\")\" = \"\$(cat '$W/parts_a.c')\" ]"
+# the recomputation names its users, so Citus runs it on their shards only: the commands the
+# coordinator sends (citus.log_remote_commands) name A's daily_parts shard alone for A's hours, and
+# exactly two shards for A's and another shard's user's hours
+routed_shards() {  # user ids (SQL list) -> the daily_parts shards the recomputation's INSERT and DELETE name
+    c 2>&1 >/dev/null <<SQL | grep -oE '(INSERT INTO|DELETE FROM) junction\.daily_parts_[0-9]+' | sort -u | tr '\n' ' '
+SELECT ARRAY(SELECT DISTINCT ROW(s.user_id, s.resource, date_trunc('hour', s.time, 'UTC'))::junction.daily_hour
+             FROM junction.samples AS s WHERE s.user_id IN ($1))::text AS hrs \gset
+SET citus.log_remote_commands = on;
+SET client_min_messages = log;
+SELECT count(*) FROM unnest(junction._daily_parts_refresh(:'hrs'::junction.daily_hour[]));
+SQL
+}
+shard_of() { c -c "SELECT 'junction.daily_parts_' || get_shard_id_for_distribution_column('junction.daily_parts', '$1')"; }
+OTHER=$(c -c "SELECT u FROM (SELECT DISTINCT user_id AS u FROM junction.samples) AS x
+              WHERE get_shard_id_for_distribution_column('junction.samples', u)
+                    <> get_shard_id_for_distribution_column('junction.samples', '$A'::uuid) ORDER BY 1 LIMIT 1")
+SA=$(shard_of $A); SO=$(shard_of $OTHER)
+ROUTE1=$(routed_shards "'$A'"); ROUTE2=$(routed_shards "'$A', '$OTHER'")
+echo "       one user's hours: $ROUTE1"
+echo "       two users' hours: $ROUTE2"
+check "junction.daily's recomputation of one user's hours runs on that user's shard only (INSERT and DELETE)" \
+    "[ \"$ROUTE1\" = \"DELETE FROM $SA INSERT INTO $SA \" ]"
+check "... and of two users' hours on exactly their two shards" \
+    "[ -n '$OTHER' ] && [ \"\$(echo $ROUTE2 | tr ' ' '\n' | grep -c daily_parts_)\" = 4 ] &&
+     echo '$ROUTE2' | grep -q 'INSERT INTO $SA ' && echo '$ROUTE2' | grep -q 'INSERT INTO $SO ' &&
+     echo '$ROUTE2' | grep -q 'DELETE FROM $SA ' && echo '$ROUTE2' | grep -q 'DELETE FROM $SO '"
 # the same connected users on both (the corpus' connection events): the same users synced, each
 # without error (the row counts follow now(): the two calls' windows differ by a few seconds)
 retry_deadlock "$W/syncall.c" c -c 'SELECT user_id, rows_loaded > 0, error FROM junction_sync_all(1, false) ORDER BY 1'

@@ -92,7 +92,7 @@ DECLARE
     nc     text;
     total  bigint := 0;
     loaded record;
-    hours  junction.daily_hour[] := '{}';
+    hours  junction.daily_hour[] := '{}'::junction.daily_hour[];
 BEGIN
     LOOP
         SELECT t.groups, t.next_cursor INTO groups, nc
@@ -102,7 +102,7 @@ BEGIN
         IF items IS NOT NULL THEN
             SELECT l.n, l.hours INTO loaded FROM junction._load_samples(items, conflicts) AS l;
             total := total + loaded.n;
-            hours := hours || coalesce(loaded.hours, '{}');
+            hours := hours || coalesce(loaded.hours, '{}'::junction.daily_hour[]);
         END IF;
         EXIT WHEN nc IS NULL;
     END LOOP;
